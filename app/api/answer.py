@@ -1,0 +1,102 @@
+"""POST /answer: extractive answers over the given contexts."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from fastapi import APIRouter, Depends, Request
+
+from app.api.deps import BatcherDep, MetricsDep, ReaderDep, SettingsDep, require_api_key
+from app.api.schemas import Abstention, AnswerRequest, AnswerResponse, AnswerSpan, ErrorBody, ModelRef, Timings
+from app.errors import ApiError, request_id_of
+from app.qa.batcher import DeadlineExceededError, QueueFullError
+from app.qa.reader import WindowJob
+
+router = APIRouter(tags=["answer"], dependencies=[Depends(require_api_key)])
+
+_ERRORS: dict[int | str, dict[str, object]] = {
+    code: {"model": ErrorBody, "description": text}
+    for code, text in {
+        400: "Body is not valid JSON.",
+        401: "Missing or invalid API key.",
+        413: "Body, total context or window count over its limit.",
+        422: "A field breaks its limit; the message names the field.",
+        503: "Queue full or model not ready; honour Retry-After.",
+        504: "Not served within the request deadline.",
+    }.items()
+}
+
+
+@router.post("/answer", response_model=AnswerResponse, responses=_ERRORS)
+async def answer(
+    body: AnswerRequest,
+    request: Request,
+    reader: ReaderDep,
+    batcher: BatcherDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+) -> AnswerResponse:
+    """Find the answer span(s) to a question in the given contexts."""
+    started = time.perf_counter()
+    total_chars = sum(len(c.text) for c in body.contexts)
+    if total_chars > settings.max_total_context_chars:
+        metrics.rejections.labels("too_large").inc()
+        raise ApiError(
+            413,
+            "contexts_too_large",
+            f"contexts hold {total_chars} characters in total, over the limit of {settings.max_total_context_chars} "
+            "(VQA_MAX_TOTAL_CONTEXT_CHARS); send fewer or shorter contexts",
+        )
+    texts = [c.text for c in body.contexts]
+    # Tokenising a long context takes milliseconds of CPU: keep it off the event loop.
+    windows = await asyncio.to_thread(reader.preprocess, body.question, texts)
+    if len(windows) > settings.max_windows_per_request:
+        metrics.rejections.labels("too_large").inc()
+        raise ApiError(
+            413,
+            "too_many_windows",
+            f"contexts cut into {len(windows)} windows, over the limit of {settings.max_windows_per_request} "
+            "(VQA_MAX_WINDOWS_PER_REQUEST); send shorter contexts",
+        )
+    jobs = [WindowJob(w, body.max_answer_len, body.top_k) for w in windows]
+    try:
+        batch = await batcher.submit(jobs, timeout_s=settings.request_timeout_ms / 1000.0)
+    except QueueFullError:
+        metrics.rejections.labels("queue_full").inc()
+        raise
+    except DeadlineExceededError:
+        metrics.rejections.labels("deadline").inc()
+        raise
+    min_score = body.min_score if body.min_score is not None else settings.min_score
+    result = reader.postprocess(texts, windows, batch.predictions, top_k=body.top_k, min_score=min_score)
+    threshold = reader.card.no_answer_threshold if min_score is None else min_score
+    if result.abstained:
+        metrics.abstentions.labels(result.abstain_reason.split(":", 1)[0] if result.abstain_reason else "unknown").inc()
+    else:
+        metrics.answer_score.observe(result.best_score)
+    metrics.queue_wait.observe(batch.queue_s)
+    return AnswerResponse(
+        request_id=request_id_of(request),
+        answers=[
+            AnswerSpan(
+                text=a.text,
+                score=round(a.score, 6),
+                start=a.start,
+                end=a.end,
+                context_id=body.contexts[a.context_index].id or str(a.context_index),
+                context_index=a.context_index,
+            )
+            for a in result.answers
+        ],
+        abstained=result.abstained,
+        abstention=Abstention(reason=result.abstain_reason, best_score=round(result.best_score, 6), threshold=threshold)
+        if result.abstained and result.abstain_reason
+        else None,
+        model=ModelRef(name=reader.card.name, version=reader.card.version),
+        timings_ms=Timings(
+            queue=round(batch.queue_s * 1000, 3),
+            inference=round(batch.inference_s * 1000, 3),
+            total=round((time.perf_counter() - started) * 1000, 3),
+        ),
+    )

@@ -1,0 +1,36 @@
+"""Ops routes: liveness, readiness, metrics. Unauthenticated and outside request metrics by design."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+router = APIRouter(tags=["ops"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """Alive: the process serves HTTP."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> JSONResponse:
+    """Ready: the model is loaded and warmed up (503 until then, or if loading failed)."""
+    state = request.app.state
+    reader = getattr(state, "reader", None)
+    body: dict[str, object] = {
+        "status": "ready" if state.ready else ("failed" if state.load_error else "loading"),
+        "model": {"name": reader.card.name, "version": reader.card.version} if reader is not None and state.ready else None,
+    }
+    if state.load_error:
+        body["error"] = state.load_error
+    headers = {} if state.ready else {"Retry-After": "2"}
+    return JSONResponse(body, status_code=200 if state.ready else 503, headers=headers)
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    """Prometheus text exposition of the service's metrics."""
+    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

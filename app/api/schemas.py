@@ -1,0 +1,101 @@
+"""Request and response bodies of the public API."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_QUESTION_CHARS = 1_000
+MAX_CONTEXTS = 20
+MAX_CONTEXT_CHARS = 100_000
+MAX_TOP_K = 20
+MAX_ANSWER_TOKENS = 64
+
+
+class Context(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str | None = Field(default=None, max_length=200, description="Your id for this context; echoed in answers.")
+    text: str = Field(min_length=1, max_length=MAX_CONTEXT_CHARS, description="The passage to search for the answer.")
+
+
+class AnswerRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "question": "How long do I have to dispute a card payment?",
+                    "contexts": [
+                        {
+                            "id": "disputes-policy",
+                            "text": "You can dispute a card payment within 120 days of the transaction date.",
+                        }
+                    ],
+                    "top_k": 1,
+                }
+            ]
+        },
+    )
+
+    question: str = Field(min_length=1, max_length=MAX_QUESTION_CHARS, pattern=r"\S")
+    contexts: list[Context] = Field(min_length=1, max_length=MAX_CONTEXTS)
+    top_k: int = Field(default=1, ge=1, le=MAX_TOP_K, description="How many answer spans to return.")
+    max_answer_len: int = Field(default=30, ge=1, le=MAX_ANSWER_TOKENS, description="Longest answer, in tokens.")
+    min_score: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="Abstain when the best span scores lower; default: the model's."
+    )
+
+
+class AnswerSpan(BaseModel):
+    text: str
+    score: float = Field(description="Calibrated probability (0..1) that this span is the answer.")
+    start: int = Field(description="Character offset into the context where the answer starts.")
+    end: int = Field(description="Character offset where it ends (exclusive): context[start:end] == text.")
+    context_id: str | None = Field(description="The context's id, or its index as a string when it had none.")
+    context_index: int
+
+
+class Abstention(BaseModel):
+    reason: str
+    best_score: float
+    threshold: float
+
+
+class ModelRef(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    name: str
+    version: str
+
+
+class Timings(BaseModel):
+    queue: float
+    inference: float
+    total: float
+
+
+class AnswerResponse(BaseModel):
+    request_id: str
+    answers: list[AnswerSpan]
+    abstained: bool
+    abstention: Abstention | None = None
+    model: ModelRef
+    timings_ms: Timings
+    # Filled by the knowledge-graph and rule layers when they are configured; present and empty until then.
+    entities: list[dict[str, Any]] = Field(default_factory=list)
+    facts: list[dict[str, Any]] = Field(default_factory=list)
+    rules: list[dict[str, Any]] = Field(default_factory=list)
+    graph_status: Literal["ok", "unavailable", "disabled"] = "disabled"
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    request_id: str
+    details: list[dict[str, str]] | None = None
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail

@@ -1,0 +1,71 @@
+"""The ``vqa`` command: serve the API, train, evaluate, calibrate and export checkpoints."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from app.config import Settings
+    from app.main import create_app
+
+    overrides = {k: v for k, v in {"host": args.host, "port": args.port, "model_path": args.model}.items() if v}
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        print(f"vqa serve: bad settings:\n{exc}", file=sys.stderr)
+        return 2
+    if not (settings.model_path / "config.json").is_file():
+        print(
+            f"vqa serve: no checkpoint at {settings.model_path} (config.json missing). "
+            "Set VQA_MODEL_PATH or --model to a Hugging Face save_pretrained directory.",
+            file=sys.stderr,
+        )
+        return 2
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=30,
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from training.cli import add_training_commands
+
+    parser = argparse.ArgumentParser(prog="vqa", description="Vertical QA: extractive question answering service.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser(
+        "serve",
+        help="serve the HTTP API",
+        description="Serve POST /answer, /healthz, /readyz, /metrics and /docs. Every setting can also be given as "
+        "an environment variable VQA_<NAME> (see app/config.py and the README).",
+    )
+    serve.add_argument("--host", help="bind address (default 127.0.0.1; VQA_HOST)")
+    serve.add_argument("--port", type=int, help="port (default 8000; VQA_PORT)")
+    serve.add_argument("--model", help="checkpoint directory (default models/minilm-squad; VQA_MODEL_PATH)")
+    serve.set_defaults(handler=_serve)
+    add_training_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    args = build_parser().parse_args(argv)
+    code: int = args.handler(args)
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

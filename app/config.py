@@ -1,0 +1,66 @@
+"""Service settings: one class, read from the environment (prefix ``VQA_``) and an optional ``.env`` file."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODEL_PATH = REPO_ROOT / "models" / "minilm-squad"
+PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "password", "test", "example", "apikey", "api-key"}
+
+
+class Settings(BaseSettings):
+    """Every knob of the service. Environment variables win over ``.env``; names are ``VQA_`` + field name."""
+
+    model_config = SettingsConfigDict(env_prefix="VQA_", env_file=".env", extra="ignore")
+
+    environment: Literal["development", "production"] = "development"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    # Model
+    model_path: Path = DEFAULT_MODEL_PATH
+    device: str = Field(default="auto", description="auto | cpu | cuda | cuda:N")
+    cpu_threads: int | None = Field(default=None, ge=1, description="torch threads on CPU; default: all cores")
+    min_score: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="abstain below this score; default: the checkpoint card's"
+    )
+
+    # Batching and deadlines
+    max_batch_windows: int = Field(default=32, ge=1, le=1024)
+    max_wait_ms: float = Field(default=5.0, ge=0.0, le=10_000)
+    max_queue_windows: int = Field(default=512, ge=1)
+    request_timeout_ms: float = Field(default=10_000, gt=0)
+
+    # Input limits
+    max_body_bytes: int = Field(default=2_500_000, ge=1024)
+    max_total_context_chars: int = Field(default=500_000, ge=1)
+    max_windows_per_request: int = Field(default=256, ge=1)
+
+    # Auth: comma-separated keys; empty disables auth.
+    api_keys: SecretStr = SecretStr("")
+
+    @field_validator("model_path")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @cached_property
+    def api_key_list(self) -> tuple[str, ...]:
+        return tuple(k.strip() for k in self.api_keys.get_secret_value().split(",") if k.strip())
+
+    @model_validator(mode="after")
+    def _refuse_placeholders(self) -> Settings:
+        if self.environment != "development":
+            weak = [k for k in self.api_key_list if k.lower() in PLACEHOLDER_SECRETS or len(k) < 16]
+            if weak:
+                raise ValueError(
+                    "VQA_API_KEYS holds a placeholder or short key (< 16 chars); set real keys outside development"
+                )
+        return self

@@ -1,0 +1,100 @@
+"""ASGI middleware: request ids, the body-size limit (checked before parsing) and request metrics."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.metrics import ServiceMetrics
+
+# Ops routes and the docs stay outside request metrics: probes would drown the real traffic.
+UNMETERED_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"})
+_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+class _BodyTooLargeError(Exception):
+    pass
+
+
+class RequestContextMiddleware:
+    """Gives each request an id (``X-Request-ID``), refuses oversized bodies with 413, and counts requests."""
+
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics, max_body_bytes: int) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        offered = headers.get("x-request-id", "")
+        request_id = offered if _SAFE_REQUEST_ID.match(offered) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        status_holder = {"status": 500, "started": False}
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_holder["status"] = message["status"]
+                status_holder["started"] = True
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        declared = headers.get("content-length")
+        try:
+            if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+                await self._too_large(send_with_id, request_id)
+            else:
+                await self.app(scope, self._limited(receive), send_with_id)
+        except _BodyTooLargeError:
+            if not status_holder["started"]:
+                await self._too_large(send_with_id, request_id)
+        finally:
+            path = scope.get("path", "")
+            if path not in UNMETERED_PATHS:
+                route = scope.get("route")
+                template = getattr(route, "path", None) or "unmatched"
+                self.metrics.requests.labels(template, str(status_holder["status"])).inc()
+                self.metrics.request_duration.labels(template).observe(time.perf_counter() - started)
+
+    def _limited(self, receive: Receive) -> Receive:
+        """A receive that stops a chunked body once it passes the limit (Content-Length cannot be trusted)."""
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_body_bytes:
+                    raise _BodyTooLargeError
+            return message
+
+        return limited
+
+    async def _too_large(self, send: Send, request_id: str) -> None:
+        body: dict[str, Any] = {
+            "error": {
+                "code": "payload_too_large",
+                "message": f"request body exceeds {self.max_body_bytes} bytes (VQA_MAX_BODY_BYTES); "
+                "send fewer or shorter contexts",
+                "request_id": request_id,
+            }
+        }
+        payload = json.dumps(body).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})

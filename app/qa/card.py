@@ -1,0 +1,71 @@
+"""The model card ``qa_model.json`` that travels with every checkpoint directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+CARD_FILE = "qa_model.json"
+
+
+class EvalResult(BaseModel):
+    """Official SQuAD v1.1 scores of the checkpoint on one evaluation set."""
+
+    exact_match: float
+    f1: float
+    questions: int
+    abstention_rate: float | None = None
+
+
+class DataSource(BaseModel):
+    """A training or evaluation file and the hash that pins its content."""
+
+    path: str
+    sha256: str
+    questions: int
+    weight: float = 1.0
+
+
+class Calibration(BaseModel):
+    """Temperature scaling fitted on held-out windows, with expected calibration error before and after."""
+
+    temperature: float = 1.0
+    ece_before: float | None = None
+    ece_after: float | None = None
+    fitted_on: str | None = None
+    questions: int | None = None
+
+
+class ModelCard(BaseModel):
+    """What the service needs to know about a checkpoint beyond its weights."""
+
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+
+    name: str = "unnamed"
+    version: str = "0"
+    base_model: str | None = None
+    max_seq_len: int = Field(default=384, ge=16, le=4096)
+    stride: int = Field(default=128, ge=0)
+    max_question_tokens: int = Field(default=64, ge=1)
+    no_answer_threshold: float = Field(default=0.0, ge=0.0, le=1.0)
+    calibration: Calibration = Field(default_factory=Calibration)
+    data: list[DataSource] = Field(default_factory=list)
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    eval: dict[str, EvalResult] = Field(default_factory=dict)
+    rebuild_command: str | None = None
+
+    @classmethod
+    def load(cls, checkpoint_dir: Path) -> ModelCard:
+        """Read the card of ``checkpoint_dir``; a directory without one gets defaults named after the folder."""
+        path = checkpoint_dir / CARD_FILE
+        if not path.exists():
+            return cls(name=checkpoint_dir.name)
+        return cls.model_validate(json.loads(path.read_text(encoding="utf-8")))
+
+    def save(self, checkpoint_dir: Path) -> Path:
+        path = checkpoint_dir / CARD_FILE
+        path.write_text(json.dumps(self.model_dump(mode="json"), indent=2) + "\n", encoding="utf-8")
+        return path

