@@ -66,7 +66,9 @@ def install_error_handlers(app: FastAPI) -> None:
         errors = exc.errors()
         if any(e.get("type") == "json_invalid" for e in errors):
             reason = next(str(e.get("ctx", {}).get("error", "")) for e in errors if e.get("type") == "json_invalid")
-            return error_response(400, "invalid_json", f"request body is not valid JSON: {reason}", request_id_of(request))
+            return error_response(
+                400, "invalid_json", f"request body is not valid JSON: {reason}", request_id_of(request)
+            )
         details = [{"field": _field_path(tuple(e.get("loc", ()))), "message": str(e.get("msg", ""))} for e in errors]
         message = "; ".join(f"{d['field']}: {d['message']}" for d in details)
         return error_response(422, "invalid_request", message, request_id_of(request), details=details)

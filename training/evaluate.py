@@ -80,7 +80,12 @@ def write_report(outcome: EvalOutcome, dataset: Path, checkpoint: Path, out_dir:
     md_path = out_dir / f"eval-{stem}.md"
     json_path.write_text(
         json.dumps(
-            {"checkpoint": str(checkpoint), "dataset": str(dataset), **outcome.summary(), "predictions": outcome.predictions},
+            {
+                "checkpoint": str(checkpoint),
+                "dataset": str(dataset),
+                **outcome.summary(),
+                "predictions": outcome.predictions,
+            },
             indent=1,
         )
         + "\n",
@@ -88,7 +93,8 @@ def write_report(outcome: EvalOutcome, dataset: Path, checkpoint: Path, out_dir:
     )
     s = outcome.summary()
     md_path.write_text(
-        f"# Evaluation of `{checkpoint}`\n\n| dataset | questions | EM | F1 | seconds | q/s |\n|---|---|---|---|---|---|\n"
+        f"# Evaluation of `{checkpoint}`\n\n"
+        "| dataset | questions | EM | F1 | seconds | q/s |\n|---|---|---|---|---|---|\n"
         f"| `{dataset.name}` | {s['questions']} | {s['exact_match']} | {s['f1']} | {s['seconds']} | "
         f"{s['questions_per_second']} |\n",
         encoding="utf-8",

@@ -16,13 +16,13 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
-from transformers import AutoModelForQuestionAnswering, AutoTokenizer, get_linear_schedule_with_warmup
+from transformers import AutoModelForQuestionAnswering, AutoTokenizer, PreTrainedModel, get_linear_schedule_with_warmup
 
 from app.qa.card import DataSource, EvalResult, ModelCard
 from app.qa.reader import Reader
 from app.qa.windows import WindowConfig
 from training.evaluate import evaluate_examples
-from training.features import TrainFeature, build_features, collate, iter_shard, length_grouped_batches
+from training.features import build_features, collate, iter_shard, length_grouped_batches
 from training.squad import QAExample, file_sha256, load_examples
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,9 @@ def _weighted_examples(config: TrainConfig, rng: random.Random) -> tuple[list[QA
     for source in config.train:
         loaded = load_examples(source.path)
         sources.append(
-            DataSource(path=str(source.path), sha256=file_sha256(source.path), questions=len(loaded), weight=source.weight)
+            DataSource(
+                path=str(source.path), sha256=file_sha256(source.path), questions=len(loaded), weight=source.weight
+            )
         )
         whole, fraction = divmod(source.weight, 1.0)
         picked = loaded * int(whole) + rng.sample(loaded, round(fraction * len(loaded)))
@@ -131,8 +133,10 @@ def train(config: TrainConfig) -> Path:
     model.to(device)
     no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
     grouped = [
-        {"params": [p for n, p in model.named_parameters() if not any(k in n for k in no_decay)],
-         "weight_decay": config.weight_decay},
+        {
+            "params": [p for n, p in model.named_parameters() if not any(k in n for k in no_decay)],
+            "weight_decay": config.weight_decay,
+        },
         {"params": [p for n, p in model.named_parameters() if any(k in n for k in no_decay)], "weight_decay": 0.0},
     ]
     optimizer = torch.optim.AdamW(grouped, lr=config.learning_rate)
@@ -159,7 +163,9 @@ def train(config: TrainConfig) -> Path:
     started = time.perf_counter()
     deadline = started + config.time_budget_minutes * 60 if config.time_budget_minutes else None
     history: list[dict[str, float]] = []
-    bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", disable=not (config.progress and main_process))
+    bar = tqdm(
+        total=total_steps, initial=step, desc="train", unit="step", disable=not (config.progress and main_process)
+    )
     windows_seen = 0
     stop = False
     while step < total_steps and not stop:
@@ -223,15 +229,21 @@ def _save_state(
 ) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(
-        {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-         "step": step, "epoch": epoch, "rng": rng.getstate()},
+        {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "step": step,
+            "epoch": epoch,
+            "rng": rng.getstate(),
+        },
         tmp,
     )
     tmp.replace(path)  # atomic: a crash mid-save never leaves a truncated state behind
 
 
 def _save_checkpoint(
-    model: torch.nn.Module,
+    model: PreTrainedModel,
     tokenizer: Any,
     out: Path,
     config: TrainConfig,
@@ -243,11 +255,17 @@ def _save_checkpoint(
 ) -> None:
     model.save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))
-    hyper = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items() if k not in {"train", "extra"}}
+    hyper = {
+        k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items() if k not in {"train", "extra"}
+    }
     card = ModelCard.load(out) if (out / "qa_model.json").exists() else ModelCard()
     card.name, card.version = config.name, config.version
     card.base_model = str(config.base_model)
-    card.max_seq_len, card.stride, card.max_question_tokens = config.max_seq_len, config.stride, config.max_question_tokens
+    card.max_seq_len, card.stride, card.max_question_tokens = (
+        config.max_seq_len,
+        config.stride,
+        config.max_question_tokens,
+    )
     card.data = sources
     card.hyperparameters = {
         **hyper,

