@@ -42,6 +42,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from kg.cli import add_kg_commands
     from training.cli import add_training_commands
 
     parser = argparse.ArgumentParser(prog="vqa", description="Vertical QA: extractive question answering service.")
@@ -57,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--model", help="checkpoint directory (default models/minilm-squad; VQA_MODEL_PATH)")
     serve.set_defaults(handler=_serve)
     add_training_commands(sub)
+    add_kg_commands(sub)
     return parser
 
 

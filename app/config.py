@@ -11,7 +11,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL_PATH = REPO_ROOT / "models" / "minilm-squad"
-PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "password", "test", "example", "apikey", "api-key"}
+DEFAULT_PACK = REPO_ROOT / "packs" / "fintech"
+PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "password", "test", "example", "apikey", "api-key", "neo4j"}
 
 
 class Settings(BaseSettings):
@@ -46,6 +47,20 @@ class Settings(BaseSettings):
     # Auth: comma-separated keys; empty disables auth.
     api_keys: SecretStr = SecretStr("")
 
+    # Knowledge graph. No URI: an embedded ArcadeDB server (Bolt on 127.0.0.1) is started with the service.
+    kg_enabled: bool = True
+    kg_uri: str | None = Field(default=None, description="bolt:// or neo4j:// URI of a Neo4j 5 server")
+    kg_user: str = "neo4j"
+    kg_password: SecretStr = SecretStr("")
+    kg_database: str = "neo4j"
+    kg_data_dir: Path = REPO_ROOT / "var" / "graph"
+    kg_pack: Path | None = Field(default=DEFAULT_PACK, description="pack loaded when the graph is empty")
+    kg_timeout_ms: float = Field(default=1000, gt=0)
+    kg_cache_ttl_s: float = Field(default=300, ge=0)
+    kg_max_relations: int = Field(default=20, ge=1, le=200)
+    kg_health_interval_s: float = Field(default=2.0, gt=0)
+    kg_heap_mb: int = Field(default=256, ge=64)
+
     @field_validator("model_path")
     @classmethod
     def _expand(cls, value: Path) -> Path:
@@ -63,4 +78,7 @@ class Settings(BaseSettings):
                 raise ValueError(
                     "VQA_API_KEYS holds a placeholder or short key (< 16 chars); set real keys outside development"
                 )
+            kg_password = self.kg_password.get_secret_value()
+            if self.kg_uri is not None and (kg_password.lower() in PLACEHOLDER_SECRETS or len(kg_password) < 8):
+                raise ValueError("VQA_KG_PASSWORD is a placeholder or shorter than 8 characters; set the real one")
         return self

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -12,6 +13,7 @@ from fastapi import FastAPI
 
 from app.api import answer, ops
 from app.config import Settings
+from app.enrich.graph import GraphEnrichment
 from app.errors import install_error_handlers
 from app.metrics import ServiceMetrics
 from app.middleware import RequestContextMiddleware
@@ -81,19 +83,22 @@ def create_app(settings: Settings | None = None, reader_factory: ReaderFactory |
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         reader = factory(settings)
         app.state.reader = reader
+        graph = GraphEnrichment(settings, metrics)
+        app.state.graph = graph
         loader = asyncio.create_task(_load_model(app, reader, settings, metrics), name="vqa-load-model")
+        graph_starter = asyncio.create_task(graph.start(), name="vqa-start-graph")
         try:
             yield
         finally:
             app.state.ready = False
-            loader.cancel()
-            try:
-                await loader
-            except asyncio.CancelledError:
-                pass
+            for task in (loader, graph_starter):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             batcher: WindowBatcher | None = app.state.batcher
             if batcher is not None:
                 await batcher.close()
+            await graph.stop()
 
     app = FastAPI(
         title="Vertical QA",
@@ -107,6 +112,7 @@ def create_app(settings: Settings | None = None, reader_factory: ReaderFactory |
     app.state.load_error = None
     app.state.reader = None
     app.state.batcher = None
+    app.state.graph = None
     install_error_handlers(app)
     app.include_router(ops.router)
     app.include_router(answer.router)

@@ -68,3 +68,12 @@ class ServiceMetrics:
         )
         self.model_loaded = Gauge("vqa_model_loaded", "1 once the model is loaded and warmed up.", registry=r)
         self.model_load_seconds = Gauge("vqa_model_load_seconds", "Time to load and warm the model.", registry=r)
+        self.kg_lookup_duration = Histogram(
+            "vqa_kg_lookup_duration_seconds",
+            "Round trip of one graph facts lookup (cache misses only).",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.kg_cache_hits = Counter("vqa_kg_cache_hits", "Entity facts served from the cache.", registry=r)
+        self.kg_errors = Counter("vqa_kg_errors", "Failed graph reads, by error kind.", ["kind"], registry=r)
+        self.kg_up = Gauge("vqa_kg_up", "1 while the graph answers, 0 while it is unavailable.", registry=r)

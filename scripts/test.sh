@@ -5,7 +5,7 @@ cd "$(dirname "$0")/.."
 VENV="${VQA_VENV:-.venv}"
 bash scripts/setup.sh
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-echo "== ruff"; "$VENV/bin/ruff" check app training tests bench
+echo "== ruff"; "$VENV/bin/ruff" check app training kg tests bench
 echo "== mypy"; "$VENV/bin/mypy"
 echo "== pytest"
 set +e

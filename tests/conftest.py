@@ -7,6 +7,8 @@ from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Services built by tests run without a graph unless a test asks for one (tests/*/test_graph*.py do).
+os.environ["VQA_KG_ENABLED"] = "false"
 
 import pytest  # noqa: E402
 
@@ -70,3 +72,22 @@ def build_tiny_model(tokenizer_dir: Path, out: Path, max_seq_len: int = 128, str
 @pytest.fixture(scope="session")
 def tiny_model_dir(tokenizer_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(tokenizer_dir, tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="session")
+def embedded_graph(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A real ArcadeDB server with Bolt on 127.0.0.1, holding the fintech pack; stopped at the end of the session."""
+    from neo4j import GraphDatabase
+
+    from kg.embedded import EmbeddedGraph
+    from kg.loader import load_pack
+    from kg.pack import GraphPack
+
+    graph = EmbeddedGraph(root=tmp_path_factory.mktemp("arcadedb")).start()
+    with GraphDatabase.driver(graph.uri, auth=(graph.user, graph.password)) as driver:
+        load_pack(driver, GraphPack.load(PACK_DIR), graph.database)
+    yield graph
+    graph.stop()
+
+
+PACK_DIR = Path(__file__).resolve().parent.parent / "packs" / "fintech"

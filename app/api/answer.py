@@ -7,7 +7,7 @@ import time
 
 from fastapi import APIRouter, Depends, Request
 
-from app.api.deps import BatcherDep, MetricsDep, ReaderDep, SettingsDep, require_api_key
+from app.api.deps import BatcherDep, GraphDep, MetricsDep, ReaderDep, SettingsDep, require_api_key
 from app.api.schemas import Abstention, AnswerRequest, AnswerResponse, AnswerSpan, ErrorBody, ModelRef, Timings
 from app.errors import ApiError, request_id_of
 from app.qa.batcher import DeadlineExceededError, QueueFullError
@@ -36,6 +36,7 @@ async def answer(
     batcher: BatcherDep,
     settings: SettingsDep,
     metrics: MetricsDep,
+    graph: GraphDep,
 ) -> AnswerResponse:
     """Find the answer span(s) to a question in the given contexts."""
     started = time.perf_counter()
@@ -76,6 +77,9 @@ async def answer(
     else:
         metrics.answer_score.observe(result.best_score)
     metrics.queue_wait.observe(batch.queue_s)
+    graph_started = time.perf_counter()
+    enrichment = await graph.enrich(body.question, [a.text for a in result.answers])
+    graph_s = time.perf_counter() - graph_started
     return AnswerResponse(
         request_id=request_id_of(request),
         answers=[
@@ -97,6 +101,10 @@ async def answer(
         timings_ms=Timings(
             queue=round(batch.queue_s * 1000, 3),
             inference=round(batch.inference_s * 1000, 3),
+            graph=round(graph_s * 1000, 3),
             total=round((time.perf_counter() - started) * 1000, 3),
         ),
+        entities=enrichment.entities_json(),
+        facts=enrichment.facts_json(),
+        graph_status=enrichment.status,
     )

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from app.config import Settings
+from app.enrich.graph import GraphEnrichment
 from app.errors import ApiError
 from app.metrics import ServiceMetrics
 from app.qa.batcher import WindowBatcher
@@ -40,6 +41,11 @@ def get_batcher(request: Request) -> WindowBatcher:
             503, "not_ready", "the model is still loading; retry shortly (see GET /readyz)", {"Retry-After": "2"}
         )
     return batcher
+
+
+def get_graph(request: Request) -> GraphEnrichment:
+    graph: GraphEnrichment = request.app.state.graph
+    return graph
 
 
 def _presented_key(request: Request) -> str | None:
@@ -77,3 +83,4 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]
 ReaderDep = Annotated[Reader, Depends(get_reader)]
 BatcherDep = Annotated[WindowBatcher, Depends(get_batcher)]
+GraphDep = Annotated[GraphEnrichment, Depends(get_graph)]

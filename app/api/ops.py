@@ -26,6 +26,9 @@ async def readyz(request: Request) -> JSONResponse:
         if reader is not None and state.ready
         else None,
     }
+    graph = getattr(state, "graph", None)
+    # A graph outage degrades answers (no facts) but does not make the service unready.
+    body["graph"] = graph.status if graph is not None else "disabled"
     if state.load_error:
         body["error"] = state.load_error
     headers = {} if state.ready else {"Retry-After": "2"}

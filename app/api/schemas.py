@@ -73,6 +73,7 @@ class ModelRef(BaseModel):
 class Timings(BaseModel):
     queue: float
     inference: float
+    graph: float = Field(description="Entity linking and graph lookups (0 when the graph is disabled).")
     total: float
 
 

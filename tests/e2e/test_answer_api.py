@@ -31,7 +31,8 @@ def test_answer_has_the_documented_shape_and_offsets(service: RunningService, au
     assert set(data) >= {"request_id", "answers", "abstained", "model", "timings_ms"}
     assert data["request_id"] == r.headers["x-request-id"]
     assert data["model"] == {"name": "tiny-test", "version": "t1"}
-    assert set(data["timings_ms"]) == {"queue", "inference", "total"}
+    assert set(data["timings_ms"]) == {"queue", "inference", "graph", "total"}
+    assert data["graph_status"] == "disabled" and data["entities"] == [] and data["facts"] == []
     assert data["abstained"] is False and 1 <= len(data["answers"]) <= 3
     texts = [CONTEXT, "x y"]
     for a in data["answers"]:

@@ -1,0 +1,39 @@
+"""Entity linking: case and accent folding, word boundaries, longest match, original offsets."""
+
+from __future__ import annotations
+
+from kg.linker import EntityLinker, EntityRef, fold
+
+FEE = EntityRef("fee:card-replacement", "Card replacement fee", "Fee")
+CARD = EntityRef("product:visa-debit-card", "Visa Debit Card", "Product")
+CAFE = EntityRef("org:cafe-credit", "Café Crédit", "Organisation")
+LINKER = EntityLinker([(FEE, ["replacement card fee", "card replacement"]), (CARD, ["debit card", "card"]), (CAFE, [])])
+
+
+def test_case_and_accents_are_folded_but_offsets_point_into_the_original() -> None:
+    text = "Does CAFE CREDIT 😀 charge a Replacement-Card fee? ÉCOLE"
+    mentions = LINKER.link("Where is café crédit? 👍🏽 And CAFE CREDIT?")
+    assert [(m.entity.id, m.text) for m in mentions] == [(CAFE.id, "café crédit"), (CAFE.id, "CAFE CREDIT")]
+    for m in mentions:
+        assert "Where is café crédit? 👍🏽 And CAFE CREDIT?"[m.start : m.end] == m.text
+    assert LINKER.link(text)[0].text == "CAFE CREDIT"
+
+
+def test_longest_match_wins_over_its_parts() -> None:
+    mentions = LINKER.link("What is the card replacement fee for my debit card?")
+    assert [(m.entity.id, m.text) for m in mentions] == [(FEE.id, "card replacement fee"), (CARD.id, "debit card")]
+
+
+def test_word_boundaries_are_respected() -> None:
+    assert LINKER.link("cardholders and discarded postcards") == []
+    assert [m.text for m in LINKER.link("my card, please")] == ["card"]
+
+
+def test_fold_handles_expanding_case_folds() -> None:
+    folded, origin = fold("Straße")
+    assert folded == "strasse" and origin == [0, 1, 2, 3, 4, 4, 5]
+
+
+def test_empty_linker_and_text() -> None:
+    assert EntityLinker([]).link("anything") == []
+    assert LINKER.link("") == []
