@@ -51,7 +51,9 @@ async def run(rounds: int) -> None:
         start_s = time.perf_counter() - started
         assert graph.status == "ok", graph.start_error
         assert graph.embedded is not None and graph.embedded.process is not None and graph.client is not None
-        rss = subprocess.run(["ps", "-o", "rss=", "-p", str(graph.embedded.process.pid)], capture_output=True, text=True)
+        rss = subprocess.run(
+            ["ps", "-o", "rss=", "-p", str(graph.embedded.process.pid)], capture_output=True, text=True
+        )
         rows = []
         for mode in ("cold", "warm"):
             latencies = []
@@ -65,8 +67,10 @@ async def run(rounds: int) -> None:
                 assert result.status == "ok" and result.facts, question
             rows.append((mode, rounds, statistics.median(latencies), _pct(latencies, 0.99), max(latencies)))
         await graph.stop()
-    print(f"\nembedded graph start (server + pack load + linker): {start_s:.1f} s; "
-          f"server RSS after the runs: {int(rss.stdout.strip() or 0) / 1024:.0f} MB\n")
+    print(
+        f"\nembedded graph start (server + pack load + linker): {start_s:.1f} s; "
+        f"server RSS after the runs: {int(rss.stdout.strip() or 0) / 1024:.0f} MB\n"
+    )
     print("| cache | lookups | p50 ms | p99 ms | max ms |")
     print("|---|---|---|---|---|")
     for mode, n, p50, p99, worst in rows:

@@ -4,6 +4,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${VQA_VENV:-.venv}"
 bash scripts/setup.sh
+# promtool and prometheus validate the deploy configs and scrape the live service in the tests.
+if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "test: installing Debian's prometheus package (promtool + prometheus)"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  else
+    echo "test: promtool/prometheus missing; install Debian's 'prometheus' package (or put both on PATH)" >&2
+    exit 1
+  fi
+fi
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 echo "== ruff"; "$VENV/bin/ruff" check app training kg tests bench
 echo "== mypy"; "$VENV/bin/mypy"
