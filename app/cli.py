@@ -15,6 +15,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from app.config import Settings
+    from app.enrich.rules import RuleFileError
     from app.main import create_app
 
     overrides = {k: v for k, v in {"host": args.host, "port": args.port, "model_path": args.model}.items() if v}
@@ -31,8 +32,13 @@ def _serve(args: argparse.Namespace) -> int:
         )
         return 2
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        app = create_app(settings)
+    except RuleFileError as exc:
+        print(f"vqa serve: bad rules file: {exc}", file=sys.stderr)
+        return 2
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,

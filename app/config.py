@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL_PATH = REPO_ROOT / "models" / "minilm-squad"
 DEFAULT_PACK = REPO_ROOT / "packs" / "fintech"
+DEFAULT_RULES = DEFAULT_PACK / "rules.yaml"
 PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "password", "test", "example", "apikey", "api-key", "neo4j"}
 
 
@@ -46,6 +47,9 @@ class Settings(BaseSettings):
 
     # Auth: comma-separated keys; empty disables auth.
     api_keys: SecretStr = SecretStr("")
+
+    # Rule checks of the vertical (None: no rules).
+    rules_path: Path | None = Field(default=DEFAULT_RULES, description="versioned YAML rules file")
 
     # Knowledge graph. No URI: an embedded ArcadeDB server (Bolt on 127.0.0.1) is started with the service.
     kg_enabled: bool = True

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from app.api import answer, ops
 from app.config import Settings
 from app.enrich.graph import GraphEnrichment
+from app.enrich.rules import RuleSet
 from app.errors import install_error_handlers
 from app.metrics import ServiceMetrics
 from app.middleware import RequestContextMiddleware
@@ -77,6 +78,8 @@ def create_app(settings: Settings | None = None, reader_factory: ReaderFactory |
     """Build the service. The model loads in the background after start-up so that /healthz answers at once."""
     settings = settings or Settings()
     metrics = ServiceMetrics()
+    # Rules are small and a broken file must stop start-up with file:line: reason (RuleFileError), so load now.
+    rules = RuleSet.load(settings.rules_path) if settings.rules_path is not None else RuleSet.empty()
     factory = reader_factory or default_reader_factory
 
     @asynccontextmanager
@@ -113,6 +116,7 @@ def create_app(settings: Settings | None = None, reader_factory: ReaderFactory |
     app.state.reader = None
     app.state.batcher = None
     app.state.graph = None
+    app.state.rules = rules
     install_error_handlers(app)
     app.include_router(ops.router)
     app.include_router(answer.router)

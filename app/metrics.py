@@ -68,6 +68,9 @@ class ServiceMetrics:
         )
         self.model_loaded = Gauge("vqa_model_loaded", "1 once the model is loaded and warmed up.", registry=r)
         self.model_load_seconds = Gauge("vqa_model_load_seconds", "Time to load and warm the model.", registry=r)
+        self.rule_hits = Counter(
+            "vqa_rule_hits", "Rule checks that fired, by rule and action.", ["rule_id", "action"], registry=r
+        )
         self.kg_lookup_duration = Histogram(
             "vqa_kg_lookup_duration_seconds",
             "Round trip of one graph facts lookup (cache misses only).",

@@ -7,8 +7,18 @@ import time
 
 from fastapi import APIRouter, Depends, Request
 
-from app.api.deps import BatcherDep, GraphDep, MetricsDep, ReaderDep, SettingsDep, require_api_key
-from app.api.schemas import Abstention, AnswerRequest, AnswerResponse, AnswerSpan, ErrorBody, ModelRef, Timings
+from app.api.deps import BatcherDep, GraphDep, MetricsDep, ReaderDep, RulesDep, SettingsDep, require_api_key
+from app.api.schemas import (
+    Abstention,
+    AnswerRequest,
+    AnswerResponse,
+    AnswerSpan,
+    ErrorBody,
+    ModelRef,
+    RuleOutcomeOut,
+    Timings,
+)
+from app.enrich.pipeline import check_answer
 from app.errors import ApiError, request_id_of
 from app.qa.batcher import DeadlineExceededError, QueueFullError
 from app.qa.reader import WindowJob
@@ -37,6 +47,7 @@ async def answer(
     settings: SettingsDep,
     metrics: MetricsDep,
     graph: GraphDep,
+    rules: RulesDep,
 ) -> AnswerResponse:
     """Find the answer span(s) to a question in the given contexts."""
     started = time.perf_counter()
@@ -72,14 +83,18 @@ async def answer(
     min_score = body.min_score if body.min_score is not None else settings.min_score
     result = reader.postprocess(texts, windows, batch.predictions, top_k=body.top_k, min_score=min_score)
     threshold = reader.card.no_answer_threshold if min_score is None else min_score
-    if result.abstained:
-        metrics.abstentions.labels(result.abstain_reason.split(":", 1)[0] if result.abstain_reason else "unknown").inc()
-    else:
-        metrics.answer_score.observe(result.best_score)
     metrics.queue_wait.observe(batch.queue_s)
     graph_started = time.perf_counter()
     enrichment = await graph.enrich(body.question, [a.text for a in result.answers])
     graph_s = time.perf_counter() - graph_started
+    checked = check_answer(rules, body.question, result, enrichment)
+    for outcome in checked.outcomes:
+        metrics.rule_hits.labels(outcome.rule_id, outcome.action).inc()
+    if checked.abstained:
+        reason = checked.abstain_reason.split(":", 1)[0] if checked.abstain_reason else "unknown"
+        metrics.abstentions.labels(reason).inc()
+    else:
+        metrics.answer_score.observe(result.best_score)
     return AnswerResponse(
         request_id=request_id_of(request),
         answers=[
@@ -90,12 +105,15 @@ async def answer(
                 end=a.end,
                 context_id=body.contexts[a.context_index].id or str(a.context_index),
                 context_index=a.context_index,
+                redacted=was_redacted,
             )
-            for a in result.answers
+            for a, was_redacted in zip(checked.answers, checked.redacted, strict=True)
         ],
-        abstained=result.abstained,
-        abstention=Abstention(reason=result.abstain_reason, best_score=round(result.best_score, 6), threshold=threshold)
-        if result.abstained and result.abstain_reason
+        abstained=checked.abstained,
+        abstention=Abstention(
+            reason=checked.abstain_reason, best_score=round(result.best_score, 6), threshold=threshold
+        )
+        if checked.abstained and checked.abstain_reason
         else None,
         model=ModelRef(name=reader.card.name, version=reader.card.version),
         timings_ms=Timings(
@@ -107,4 +125,6 @@ async def answer(
         entities=enrichment.entities_json(),
         facts=enrichment.facts_json(),
         graph_status=enrichment.status,
+        rules=[RuleOutcomeOut(rule_id=o.rule_id, action=o.action, message=o.message) for o in checked.outcomes],
+        rules_version=rules.version,
     )

@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 
 from app.config import Settings
 from app.enrich.graph import GraphEnrichment
+from app.enrich.rules import RuleSet
 from app.errors import ApiError
 from app.metrics import ServiceMetrics
 from app.qa.batcher import WindowBatcher
@@ -48,6 +49,11 @@ def get_graph(request: Request) -> GraphEnrichment:
     return graph
 
 
+def get_rules(request: Request) -> RuleSet:
+    rules: RuleSet = request.app.state.rules
+    return rules
+
+
 def _presented_key(request: Request) -> str | None:
     auth = request.headers.get("authorization", "")
     if auth.lower().startswith("bearer "):
@@ -84,3 +90,4 @@ MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]
 ReaderDep = Annotated[Reader, Depends(get_reader)]
 BatcherDep = Annotated[WindowBatcher, Depends(get_batcher)]
 GraphDep = Annotated[GraphEnrichment, Depends(get_graph)]
+RulesDep = Annotated[RuleSet, Depends(get_rules)]

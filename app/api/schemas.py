@@ -55,6 +55,9 @@ class AnswerSpan(BaseModel):
     end: int = Field(description="Character offset where it ends (exclusive): context[start:end] == text.")
     context_id: str | None = Field(description="The context's id, or its index as a string when it had none.")
     context_index: int
+    redacted: bool = Field(
+        default=False, description="Payment identifiers in text were masked (then text != context[start:end])."
+    )
 
 
 class Abstention(BaseModel):
@@ -77,6 +80,12 @@ class Timings(BaseModel):
     total: float
 
 
+class RuleOutcomeOut(BaseModel):
+    rule_id: str
+    action: Literal["append_disclaimer", "redact", "flag", "escalate", "block"]
+    message: str
+
+
 class AnswerResponse(BaseModel):
     request_id: str
     answers: list[AnswerSpan]
@@ -84,10 +93,11 @@ class AnswerResponse(BaseModel):
     abstention: Abstention | None = None
     model: ModelRef
     timings_ms: Timings
-    # Filled by the knowledge-graph and rule layers when they are configured; present and empty until then.
+    # Knowledge-graph enrichment and the rule checks that fired.
     entities: list[dict[str, Any]] = Field(default_factory=list)
     facts: list[dict[str, Any]] = Field(default_factory=list)
-    rules: list[dict[str, Any]] = Field(default_factory=list)
+    rules: list[RuleOutcomeOut] = Field(default_factory=list)
+    rules_version: str = "none"
     graph_status: Literal["ok", "unavailable", "disabled"] = "disabled"
 
 

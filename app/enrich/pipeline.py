@@ -1,0 +1,44 @@
+"""After the reader: apply the rule checks to the answer and its graph facts, and shape what the client sees."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from app.enrich.graph import Enrichment
+from app.enrich.pii import DETECTORS, find_pii, redact
+from app.enrich.rules import RuleContext, RuleOutcome, RuleSet
+from app.qa.reader import ReaderResult, SpanAnswer
+
+
+@dataclass(slots=True)
+class CheckedAnswer:
+    answers: list[SpanAnswer]
+    redacted: list[bool]
+    abstained: bool
+    abstain_reason: str | None
+    outcomes: list[RuleOutcome] = field(default_factory=list)
+
+
+def check_answer(rules: RuleSet, question: str, result: ReaderResult, enrichment: Enrichment) -> CheckedAnswer:
+    """Evaluate every rule, then carry out the actions that change the answer (block, redact)."""
+    ctx = RuleContext(
+        question=question,
+        answers=[a.text for a in result.answers],
+        best_score=result.best_score,
+        abstained=result.abstained,
+        entity_types={m.entity.type for _, m in enrichment.mentions},
+        graph_facts=[(f.entity.name, key, value) for f in enrichment.facts for key, value in f.props.items()],
+    )
+    outcomes = rules.evaluate(ctx)
+    answers = list(result.answers)
+    redacted = [False] * len(answers)
+    blocked = next((o for o in outcomes if o.action == "block"), None)
+    if blocked is not None:
+        return CheckedAnswer([], [], True, f"blocked: {blocked.rule_id}: {blocked.message}", outcomes)
+    if any(o.action == "redact" for o in outcomes):
+        for i, answer in enumerate(answers):
+            matches = find_pii(answer.text, list(DETECTORS))
+            if matches:
+                answers[i] = replace(answer, text=redact(answer.text, matches))
+                redacted[i] = True
+    return CheckedAnswer(answers, redacted, result.abstained, result.abstain_reason, outcomes)
