@@ -13,6 +13,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL_PATH = REPO_ROOT / "models" / "minilm-squad"
 DEFAULT_PACK = REPO_ROOT / "packs" / "fintech"
 DEFAULT_RULES = DEFAULT_PACK / "rules.yaml"
+DEFAULT_CORPUS = DEFAULT_PACK / "corpus"
 PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "password", "test", "example", "apikey", "api-key", "neo4j"}
 
 
@@ -50,6 +51,11 @@ class Settings(BaseSettings):
 
     # Rule checks of the vertical (None: no rules).
     rules_path: Path | None = Field(default=DEFAULT_RULES, description="versioned YAML rules file")
+
+    # Retrieval for questions asked without contexts (None: contexts are required).
+    corpus_path: Path | None = Field(default=DEFAULT_CORPUS, description="folder of the pack's markdown documents")
+    retrieval_top_k: int = Field(default=5, ge=1, le=20)
+    retrieval_entity_boost: float = Field(default=0.5, ge=0)
 
     # Knowledge graph. No URI: an embedded ArcadeDB server (Bolt on 127.0.0.1) is started with the service.
     kg_enabled: bool = True

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from app.api import answer, ops
 from app.config import Settings
 from app.enrich.graph import GraphEnrichment
+from app.enrich.retrieval import PassageRetriever
 from app.enrich.rules import RuleSet
 from app.errors import install_error_handlers
 from app.metrics import ServiceMetrics
@@ -80,6 +81,11 @@ def create_app(settings: Settings | None = None, reader_factory: ReaderFactory |
     metrics = ServiceMetrics()
     # Rules are small and a broken file must stop start-up with file:line: reason (RuleFileError), so load now.
     rules = RuleSet.load(settings.rules_path) if settings.rules_path is not None else RuleSet.empty()
+    retriever = (
+        PassageRetriever.from_folder(settings.corpus_path, settings.retrieval_entity_boost)
+        if settings.corpus_path is not None
+        else None
+    )
     factory = reader_factory or default_reader_factory
 
     @asynccontextmanager
@@ -117,6 +123,7 @@ def create_app(settings: Settings | None = None, reader_factory: ReaderFactory |
     app.state.batcher = None
     app.state.graph = None
     app.state.rules = rules
+    app.state.retriever = retriever
     install_error_handlers(app)
     app.include_router(ops.router)
     app.include_router(answer.router)

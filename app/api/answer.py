@@ -7,7 +7,16 @@ import time
 
 from fastapi import APIRouter, Depends, Request
 
-from app.api.deps import BatcherDep, GraphDep, MetricsDep, ReaderDep, RulesDep, SettingsDep, require_api_key
+from app.api.deps import (
+    BatcherDep,
+    GraphDep,
+    MetricsDep,
+    ReaderDep,
+    RetrieverDep,
+    RulesDep,
+    SettingsDep,
+    require_api_key,
+)
 from app.api.schemas import (
     Abstention,
     AnswerRequest,
@@ -15,13 +24,14 @@ from app.api.schemas import (
     AnswerSpan,
     ErrorBody,
     ModelRef,
+    RetrievedPassage,
     RuleOutcomeOut,
     Timings,
 )
 from app.enrich.pipeline import check_answer
 from app.errors import ApiError, request_id_of
 from app.qa.batcher import DeadlineExceededError, QueueFullError
-from app.qa.reader import WindowJob
+from app.qa.reader import ReaderResult, WindowJob
 
 router = APIRouter(tags=["answer"], dependencies=[Depends(require_api_key)])
 
@@ -48,6 +58,7 @@ async def answer(
     metrics: MetricsDep,
     graph: GraphDep,
     rules: RulesDep,
+    retriever: RetrieverDep,
 ) -> AnswerResponse:
     """Find the answer span(s) to a question in the given contexts."""
     started = time.perf_counter()
@@ -60,7 +71,25 @@ async def answer(
             f"contexts hold {total_chars} characters in total, over the limit of {settings.max_total_context_chars} "
             "(VQA_MAX_TOTAL_CONTEXT_CHARS); send fewer or shorter contexts",
         )
-    texts = [c.text for c in body.contexts]
+    retrieved: list[RetrievedPassage] = []
+    if body.contexts:
+        texts = [c.text for c in body.contexts]
+        context_ids = [c.id or str(i) for i, c in enumerate(body.contexts)]
+    else:
+        if retriever is None:
+            raise ApiError(
+                422,
+                "invalid_request",
+                "contexts: give at least one context; this service has no corpus to search (VQA_CORPUS_PATH)",
+            )
+        linked = [m.entity.id for m in graph.linker.link(body.question)]
+        hits = await asyncio.to_thread(retriever.search, body.question, settings.retrieval_top_k, linked)
+        texts = [h.passage.text for h in hits]
+        context_ids = [h.passage.id for h in hits]
+        retrieved = [
+            RetrievedPassage(id=h.passage.id, doc_id=h.passage.doc_id, title=h.passage.title, score=round(h.score, 4))
+            for h in hits
+        ]
     # Tokenising a long context takes milliseconds of CPU: keep it off the event loop.
     windows = await asyncio.to_thread(reader.preprocess, body.question, texts)
     if len(windows) > settings.max_windows_per_request:
@@ -82,6 +111,8 @@ async def answer(
         raise
     min_score = body.min_score if body.min_score is not None else settings.min_score
     result = reader.postprocess(texts, windows, batch.predictions, top_k=body.top_k, min_score=min_score)
+    if not texts:  # retrieval found nothing to read
+        result = ReaderResult([], True, "no_passage: no corpus passage matches the question", 0.0, 0.0)
     threshold = reader.card.no_answer_threshold if min_score is None else min_score
     metrics.queue_wait.observe(batch.queue_s)
     graph_started = time.perf_counter()
@@ -103,7 +134,7 @@ async def answer(
                 score=round(a.score, 6),
                 start=a.start,
                 end=a.end,
-                context_id=body.contexts[a.context_index].id or str(a.context_index),
+                context_id=context_ids[a.context_index],
                 context_index=a.context_index,
                 redacted=was_redacted,
             )
@@ -127,4 +158,5 @@ async def answer(
         graph_status=enrichment.status,
         rules=[RuleOutcomeOut(rule_id=o.rule_id, action=o.action, message=o.message) for o in checked.outcomes],
         rules_version=rules.version,
+        retrieved=retrieved,
     )

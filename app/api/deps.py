@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 
 from app.config import Settings
 from app.enrich.graph import GraphEnrichment
+from app.enrich.retrieval import PassageRetriever
 from app.enrich.rules import RuleSet
 from app.errors import ApiError
 from app.metrics import ServiceMetrics
@@ -54,6 +55,11 @@ def get_rules(request: Request) -> RuleSet:
     return rules
 
 
+def get_retriever(request: Request) -> PassageRetriever | None:
+    retriever: PassageRetriever | None = request.app.state.retriever
+    return retriever
+
+
 def _presented_key(request: Request) -> str | None:
     auth = request.headers.get("authorization", "")
     if auth.lower().startswith("bearer "):
@@ -91,3 +97,4 @@ ReaderDep = Annotated[Reader, Depends(get_reader)]
 BatcherDep = Annotated[WindowBatcher, Depends(get_batcher)]
 GraphDep = Annotated[GraphEnrichment, Depends(get_graph)]
 RulesDep = Annotated[RuleSet, Depends(get_rules)]
+RetrieverDep = Annotated[PassageRetriever | None, Depends(get_retriever)]

@@ -40,7 +40,11 @@ class AnswerRequest(BaseModel):
     )
 
     question: str = Field(min_length=1, max_length=MAX_QUESTION_CHARS, pattern=r"\S")
-    contexts: list[Context] = Field(min_length=1, max_length=MAX_CONTEXTS)
+    contexts: list[Context] = Field(
+        default_factory=list,
+        max_length=MAX_CONTEXTS,
+        description="Passages to search. Empty or absent: the best passages of the domain corpus are retrieved.",
+    )
     top_k: int = Field(default=1, ge=1, le=MAX_TOP_K, description="How many answer spans to return.")
     max_answer_len: int = Field(default=30, ge=1, le=MAX_ANSWER_TOKENS, description="Longest answer, in tokens.")
     min_score: float | None = Field(
@@ -86,6 +90,13 @@ class RuleOutcomeOut(BaseModel):
     message: str
 
 
+class RetrievedPassage(BaseModel):
+    id: str = Field(description="Passage id (<document id>#<index>); answers name it as context_id.")
+    doc_id: str
+    title: str
+    score: float
+
+
 class AnswerResponse(BaseModel):
     request_id: str
     answers: list[AnswerSpan]
@@ -98,6 +109,9 @@ class AnswerResponse(BaseModel):
     facts: list[dict[str, Any]] = Field(default_factory=list)
     rules: list[RuleOutcomeOut] = Field(default_factory=list)
     rules_version: str = "none"
+    retrieved: list[RetrievedPassage] = Field(
+        default_factory=list, description="Corpus passages used as contexts when the request had none."
+    )
     graph_status: Literal["ok", "unavailable", "disabled"] = "disabled"
 
 

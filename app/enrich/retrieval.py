@@ -1,0 +1,102 @@
+"""Passages from the domain corpus for questions asked without contexts: BM25, boosted by linked graph entities.
+
+A corpus is a folder of markdown documents, each with a front-matter header (``id``, ``title``, ``type``,
+``entities``: the graph ids it is about). Documents are cut into passages of whole paragraphs; passages whose
+document is about an entity linked in the question get their BM25 score multiplied by ``1 + entity_boost``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import bm25s
+import numpy as np
+import yaml
+
+FRONT_MATTER = re.compile(r"\A---\n(.*?)\n---\n", re.S)
+
+
+class CorpusError(ValueError):
+    """A corpus document that cannot be read; the message names the file."""
+
+
+@dataclass(frozen=True, slots=True)
+class Passage:
+    id: str  # "<doc id>#<index>"
+    doc_id: str
+    title: str
+    text: str
+    entities: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Retrieved:
+    passage: Passage
+    score: float
+
+
+def load_passages(folder: Path, max_words: int = 120) -> list[Passage]:
+    passages: list[Passage] = []
+    seen: set[str] = set()
+    for path in sorted(folder.glob("*.md")):
+        text = path.read_text(encoding="utf-8")
+        match = FRONT_MATTER.match(text)
+        if match is None:
+            raise CorpusError(f"{path}: missing front matter (--- id/title/entities ---)")
+        meta = yaml.safe_load(match.group(1)) or {}
+        if not isinstance(meta, dict) or not meta.get("id") or not meta.get("title"):
+            raise CorpusError(f"{path}: front matter needs id and title")
+        doc_id = str(meta["id"])
+        if doc_id in seen:
+            raise CorpusError(f"{path}: duplicate document id {doc_id!r}")
+        seen.add(doc_id)
+        entities = frozenset(str(e) for e in meta.get("entities") or [])
+        body = text[match.end() :]
+        chunk: list[str] = []
+        words = 0
+        index = 0
+        for paragraph in (p.strip() for p in body.split("\n\n")):
+            if not paragraph:
+                continue
+            n = len(paragraph.split())
+            if chunk and words + n > max_words:
+                passages.append(Passage(f"{doc_id}#{index}", doc_id, str(meta["title"]), "\n\n".join(chunk), entities))
+                index += 1
+                chunk, words = [], 0
+            chunk.append(paragraph)
+            words += n
+        if chunk:
+            passages.append(Passage(f"{doc_id}#{index}", doc_id, str(meta["title"]), "\n\n".join(chunk), entities))
+    if not passages:
+        raise CorpusError(f"{folder}: no documents (*.md)")
+    return passages
+
+
+class PassageRetriever:
+    """BM25 over passages (title + text), built once; :meth:`search` is read-only and thread-safe."""
+
+    def __init__(self, passages: list[Passage], entity_boost: float = 0.5) -> None:
+        self.passages = passages
+        self.entity_boost = entity_boost
+        tokens = bm25s.tokenize([f"{p.title}\n{p.text}" for p in passages], stopwords="en", show_progress=False)
+        self._index = bm25s.BM25()
+        self._index.index(tokens, show_progress=False)
+        self._vocab = tokens.vocab
+
+    @classmethod
+    def from_folder(cls, folder: Path, entity_boost: float = 0.5) -> PassageRetriever:
+        return cls(load_passages(folder), entity_boost)
+
+    def search(self, query: str, k: int = 5, entity_ids: Iterable[str] = ()) -> list[Retrieved]:
+        query_tokens = bm25s.tokenize([query], stopwords="en", show_progress=False, return_ids=False)[0]
+        known = [t for t in query_tokens if t in self._vocab]
+        scores = np.asarray(self._index.get_scores(known), dtype=float) if known else np.zeros(len(self.passages))
+        linked = set(entity_ids)
+        if linked:
+            boost = np.array([1.0 + self.entity_boost if p.entities & linked else 1.0 for p in self.passages])
+            scores = scores * boost
+        order = np.argsort(-scores, kind="stable")[:k]
+        return [Retrieved(self.passages[i], float(scores[i])) for i in order if scores[i] > 0]

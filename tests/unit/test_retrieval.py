@@ -1,0 +1,46 @@
+"""Corpus passages and BM25 retrieval with the entity boost, on the shipped fintech corpus."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from app.enrich.retrieval import CorpusError, PassageRetriever, load_passages
+from tests.conftest import PACK_DIR
+
+RETRIEVER = PassageRetriever.from_folder(PACK_DIR / "corpus")
+
+
+@pytest.mark.parametrize(
+    ("question", "doc_id"),
+    [
+        ("What interest does the Easy Saver pay?", "terms-easy-saver"),
+        ("How long do I have to dispute a card payment?", "policy-disputes-and-chargebacks"),
+        ("how much is the monthly fee for premier", "terms-premier-current-account"),
+        ("when will the ombudsman look at my complaint", "policy-complaints"),
+    ],
+)
+def test_the_right_document_is_in_the_top_three(question: str, doc_id: str) -> None:
+    assert doc_id in [r.passage.doc_id for r in RETRIEVER.search(question, k=3)]
+
+
+def test_linked_entities_boost_their_documents() -> None:
+    question = "how much is a replacement card"
+    (plain,) = RETRIEVER.search(question, k=1)
+    (boosted,) = RETRIEVER.search(question, k=1, entity_ids=["fee:card-replacement"])
+    assert "fee:card-replacement" not in plain.passage.entities, "on words alone the travel FAQ wins"
+    assert "fee:card-replacement" in boosted.passage.entities and boosted.passage.doc_id != plain.passage.doc_id
+
+
+def test_passages_keep_whole_paragraphs_and_unknown_words_find_nothing() -> None:
+    passages = load_passages(PACK_DIR / "corpus")
+    assert len({p.doc_id for p in passages}) == len(list((PACK_DIR / "corpus").glob("*.md")))
+    assert all(p.text == p.text.strip() and p.id.startswith(p.doc_id + "#") for p in passages)
+    assert RETRIEVER.search("xyzzy plugh", k=5) == []
+
+
+def test_documents_without_front_matter_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "doc.md").write_text("no header here\n")
+    with pytest.raises(CorpusError, match="doc.md: missing front matter"):
+        load_passages(tmp_path)
