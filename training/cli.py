@@ -53,7 +53,7 @@ def _train(args: argparse.Namespace) -> int:
         max_train_examples=args.max_train_examples,
         max_steps=args.max_steps,
         time_budget_minutes=args.time_budget_minutes,
-        eval_limit=args.eval_limit,
+        eval_limit=args.eval_limit or None,
         seed=args.seed,
         name=args.name,
         version=args.version,
@@ -152,7 +152,7 @@ def add_training_commands(sub: Any) -> None:
     train.add_argument("--max-train-examples", type=int, help="use only the first N questions (after shuffling)")
     train.add_argument("--max-steps", type=int, help="stop after N optimiser steps (sets the LR schedule length)")
     train.add_argument("--time-budget-minutes", type=float, help="stop cleanly and save after this many minutes")
-    train.add_argument("--eval-limit", type=int, default=1000, help="dev questions evaluated per epoch (None: all)")
+    train.add_argument("--eval-limit", type=int, default=1000, help="dev questions evaluated per epoch (0: all)")
     train.add_argument("--seed", type=int, default=13, help="seed for shuffling and the new head")
     train.add_argument("--name", default="minilm-squad", help="model name written to the card")
     train.add_argument("--version", default="0.1.0", help="model version written to the card")

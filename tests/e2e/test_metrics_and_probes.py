@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from app.config import Settings
 from app.main import create_app
 from app.qa.reader import Reader
+from kg.embedded import free_port
 from tests.e2e.conftest import API_KEY, RunningService
 
 
@@ -81,9 +81,7 @@ class GatedReader(Reader):
 
 @pytest.fixture
 def gated_server(tiny_model_dir: Path) -> Iterator[str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     GatedReader.gate.clear()
     settings = Settings(model_path=tiny_model_dir, port=port)
     app = create_app(settings, reader_factory=lambda st: GatedReader(st.model_path, device="cpu"))
@@ -116,9 +114,7 @@ def test_readyz_is_503_until_the_model_is_loaded(gated_server: str) -> None:
 
 
 def test_broken_checkpoint_reports_failed_readiness(tmp_path: Path) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     app = create_app(Settings(model_path=tmp_path, port=port))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical"))
     thread = threading.Thread(target=server.run, daemon=True)

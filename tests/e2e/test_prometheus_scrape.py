@@ -12,7 +12,8 @@ import httpx
 import pytest
 import yaml
 
-from tests.e2e.conftest import API_KEY, RunningService, free_port
+from kg.embedded import free_port
+from tests.e2e.conftest import API_KEY, RunningService
 
 
 def test_promtool_check_metrics_accepts_a_live_scrape(service: RunningService) -> None:

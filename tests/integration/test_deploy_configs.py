@@ -126,6 +126,17 @@ def test_every_dashboard_and_alert_query_names_an_exported_metric(tiny_model_dir
     assert used, "queries reference vqa_ metrics"
     assert used <= exported, f"queries name metrics the service does not export: {sorted(used - exported)}"
     titles = " ".join(p["title"].lower() for p in dashboard["panels"])
-    topics = ("requests per second", "p99", "errors", "queue", "batch", "abstention", "rule hits", "graph", "model", "accuracy")
+    topics = (
+        "requests per second",
+        "p99",
+        "errors",
+        "queue",
+        "batch",
+        "abstention",
+        "rule hits",
+        "graph",
+        "model",
+        "accuracy",
+    )
     for topic in topics:
         assert topic in titles
