@@ -9,6 +9,7 @@ error (ECE, 15 equal-width bins) is reported before and after on separate *held-
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from app.qa.reader import Reader, WindowJob
 from app.qa.spans import SpanDecoder
 from training.squad import QAExample
 from training.squad_metric import best_over_references
+
+log = logging.getLogger(__name__)
 
 TEMPERATURE_GRID = tuple(float(t) for t in np.geomspace(0.25, 8.0, 49))
 
@@ -226,7 +229,10 @@ def calibrate_checkpoint(
     out.mkdir(parents=True, exist_ok=True)
     held_correct = np.array([q.correct for q in held_logits], dtype=float)
     before_rows = reliability_bins(best_scores(held_logits, 1.0), held_correct)
-    plot_reliability(report, before_rows, out / "reliability.png")
+    try:
+        plot_reliability(report, before_rows, out / "reliability.png")
+    except ImportError:  # matplotlib is an optional extra (the 'train' extra); the numbers are in calibration.json
+        log.warning("matplotlib not installed: no reliability.png")
     (out / "calibration.json").write_text(json.dumps(report.as_dict(), indent=1) + "\n", encoding="utf-8")
     card = ModelCard.load(checkpoint)
     card.calibration = Calibration(
