@@ -80,7 +80,7 @@ def _eval(args: argparse.Namespace) -> int:
         path = Path(dataset)
         outcome = evaluate_file(reader, path, limit=args.limit, progress=not args.no_progress)
         json_path, md_path = write_report(outcome, path, checkpoint, Path(args.report_dir or checkpoint))
-        key = path.name.split(".")[0] + (f"[:{outcome.questions}]" if args.limit else "")
+        key = (args.set_name or path.name.split(".")[0]) + (f"[:{outcome.questions}]" if args.limit else "")
         report[key] = outcome.summary()
         print(md_path.read_text(encoding="utf-8"))
         if args.write_card:
@@ -214,6 +214,7 @@ def add_training_commands(sub: Any) -> None:
     ev.add_argument("--threads", type=int, help="torch CPU threads")
     ev.add_argument("--report-dir", help="where reports go (default: the checkpoint directory)")
     ev.add_argument("--write-card", action="store_true", help="store EM/F1 in the checkpoint's qa_model.json")
+    ev.add_argument("--set-name", help="name of the set in reports and the card (default: the file name)")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
     ev.set_defaults(handler=_eval)
 
