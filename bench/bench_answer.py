@@ -131,6 +131,7 @@ def main() -> None:
     parser.add_argument("--max-batch-windows", type=int, default=32)
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
     parser.add_argument("--threads", type=int, default=None, help="VQA_CPU_THREADS for the service")
+    parser.add_argument("--with-graph", action="store_true", help="keep knowledge-graph enrichment on (embedded)")
     args = parser.parse_args()
 
     examples = load_examples(Path(args.data), limit=args.questions)
@@ -138,6 +139,8 @@ def main() -> None:
         {"question": ex.question, "contexts": [{"text": ex.context}], "min_score": 0} for ex in examples
     ]
     common = {"VQA_CPU_THREADS": str(args.threads)} if args.threads else {}
+    # The comparison is about batching; the graph adds the same few ms to both modes (see bench_graph.py).
+    common["VQA_KG_ENABLED"] = "true" if args.with_graph else "false"
     rows = [
         run_mode(
             f"batched (max {args.max_batch_windows} windows, {args.max_wait_ms:g} ms)",
