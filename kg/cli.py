@@ -16,14 +16,13 @@ from neo4j.exceptions import AuthError, Neo4jError, ServiceUnavailable
 
 def _serve(args: argparse.Namespace) -> int:
     from app.config import Settings
-    from app.enrich.graph import _embedded_password
-    from kg.embedded import EmbeddedGraph, EmbeddedGraphError
+    from kg.embedded import EmbeddedGraph, EmbeddedGraphError, stored_password
     from kg.loader import graph_counts, load_pack
     from kg.pack import GraphPack, PackError
 
     settings = Settings()
     root = Path(args.data_dir or settings.kg_data_dir).resolve()
-    graph = EmbeddedGraph(root=root, password=_embedded_password(root), bolt_port=args.port or 0)
+    graph = EmbeddedGraph(root=root, password=stored_password(root), bolt_port=args.port or 0)
     try:
         graph.start()
     except EmbeddedGraphError as exc:

@@ -42,6 +42,22 @@ def arcadedb_home() -> Path:
     return home
 
 
+def stored_password(root: Path) -> str:
+    """The root password of the server in ``root``, created on first use and kept owner-readable only.
+
+    ArcadeDB keeps the root password of its first start, so every later start must present the same one.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / ".root-password"
+    if path.exists():
+        return path.read_text().strip()
+    password = secrets.token_urlsafe(18)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(password)
+    return password
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

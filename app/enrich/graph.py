@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -22,7 +20,7 @@ from neo4j import GraphDatabase
 from app.config import Settings
 from app.metrics import ServiceMetrics
 from kg.client import EntityFacts, GraphClient, GraphUnavailableError
-from kg.embedded import EmbeddedGraph
+from kg.embedded import EmbeddedGraph, stored_password
 from kg.linker import EntityLinker, EntityMention
 from kg.loader import graph_counts, load_pack
 from kg.pack import GraphPack
@@ -71,19 +69,6 @@ class Enrichment:
         ]
 
 
-def _embedded_password(root: Path) -> str:
-    """The server keeps the root password from its first start: reuse it, stored owner-readable only."""
-    root.mkdir(parents=True, exist_ok=True)
-    path = root / ".root-password"
-    if path.exists():
-        return path.read_text().strip()
-    password = secrets.token_urlsafe(18)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(password)
-    return password
-
-
 class GraphEnrichment:
     def __init__(self, settings: Settings, metrics: ServiceMetrics) -> None:
         self.settings = settings
@@ -115,7 +100,7 @@ class GraphEnrichment:
         try:
             if s.kg_uri is None:
                 root = s.kg_data_dir.resolve()
-                self.embedded = EmbeddedGraph(root=root, password=_embedded_password(root), heap_mb=s.kg_heap_mb)
+                self.embedded = EmbeddedGraph(root=root, password=stored_password(root), heap_mb=s.kg_heap_mb)
                 await asyncio.to_thread(self.embedded.start)
                 uri, user, password, database = (
                     self.embedded.uri,
