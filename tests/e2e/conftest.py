@@ -56,6 +56,14 @@ def start_service(model_dir: Path, log_path: Path, **env: str) -> RunningService
     raise RuntimeError(f"service not ready within 90 s:\n{service.log_tail()}")
 
 
+def wait_for_graph(service: RunningService, timeout_s: float = 60) -> None:
+    """Until /readyz reports the graph ok (the embedded server starts after the HTTP port opens)."""
+    deadline = time.monotonic() + timeout_s
+    while httpx.get(f"{service.url}/readyz").json().get("graph") != "ok":
+        assert time.monotonic() < deadline, f"graph not ok within {timeout_s:.0f} s:\n{service.log_tail()}"
+        time.sleep(0.2)
+
+
 def stop_service(service: RunningService) -> None:
     service.process.terminate()
     try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from kg.embedded import EmbeddedGraph
 from kg.loader import graph_counts, load_pack
 from kg.pack import GraphPack
 from tests.conftest import PACK_DIR
-from tests.e2e.conftest import RunningService, start_service, stop_service
+from tests.e2e.conftest import RunningService, start_service, stop_service, wait_for_graph
 
 CONTEXT = (
     "A replacement card costs £5 unless it was stolen. The contactless limit is £100 per payment, "
@@ -46,10 +45,7 @@ def graph_service(graph: EmbeddedGraph, tiny_model_dir: Path, tmp_path_factory) 
         VQA_KG_TIMEOUT_MS="500",
         VQA_KG_HEALTH_INTERVAL_S="0.5",
     )
-    deadline = time.monotonic() + 30
-    while httpx.get(f"{running.url}/readyz").json().get("graph") != "ok":
-        assert time.monotonic() < deadline, running.log_tail()
-        time.sleep(0.2)
+    wait_for_graph(running)
     yield running
     stop_service(running)
 
@@ -99,10 +95,7 @@ def test_graph_outage_degrades_then_recovers_without_restart(
     assert ready.status_code == 200 and ready.json()["graph"] == "unavailable"
 
     graph.start()  # same folder, ports and password: the driver reconnects by itself
-    deadline = time.monotonic() + 30
-    while httpx.get(f"{graph_service.url}/readyz").json()["graph"] != "ok":
-        assert time.monotonic() < deadline, "enrichment did not recover"
-        time.sleep(0.2)
+    wait_for_graph(graph_service, timeout_s=30)
     data = _ask(graph_service, "What is the daily cash withdrawal limit?")
     assert data["graph_status"] == "ok"
     assert any(f["entity"]["id"] == "limit:atm-daily" and f["properties"]["amount"] == 500 for f in data["facts"])
@@ -114,10 +107,7 @@ def test_default_service_starts_embedded_graph_loads_pack_and_stops_it(tiny_mode
         tiny_model_dir, tmp_path / "service.log", VQA_KG_ENABLED="true", VQA_KG_DATA_DIR=str(data_dir)
     )
     try:
-        deadline = time.monotonic() + 60
-        while httpx.get(f"{service.url}/readyz").json().get("graph") != "ok":
-            assert time.monotonic() < deadline, service.log_tail()
-            time.sleep(0.2)
+        wait_for_graph(service)
         data = _ask(service, "What does the Premier Current Account cost?")
         assert data["graph_status"] == "ok"
         fact = next(f for f in data["facts"] if f["entity"]["id"] == "product:premier-current-account")
