@@ -71,6 +71,7 @@ def _eval(args: argparse.Namespace) -> int:
     from app.qa.card import EvalResult, ModelCard
     from app.qa.reader import Reader
     from training.evaluate import evaluate_file, write_report
+    from training.squad import dataset_name
 
     checkpoint = Path(args.checkpoint)
     reader = Reader(checkpoint, device=args.device, num_threads=args.threads)
@@ -80,7 +81,7 @@ def _eval(args: argparse.Namespace) -> int:
         path = Path(dataset)
         outcome = evaluate_file(reader, path, limit=args.limit, progress=not args.no_progress)
         json_path, md_path = write_report(outcome, path, checkpoint, Path(args.report_dir or checkpoint))
-        key = (args.set_name or path.name.split(".")[0]) + (f"[:{outcome.questions}]" if args.limit else "")
+        key = (args.set_name or dataset_name(path)) + (f"[:{outcome.questions}]" if args.limit else "")
         report[key] = outcome.summary()
         print(md_path.read_text(encoding="utf-8"))
         if args.write_card:

@@ -11,7 +11,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from app.qa.reader import Reader
-from training.squad import QAExample, load_examples
+from training.squad import QAExample, dataset_name, load_examples
 from training.squad_metric import squad_scores
 
 
@@ -75,7 +75,7 @@ def evaluate_file(reader: Reader, path: Path, limit: int | None = None, progress
 def write_report(outcome: EvalOutcome, dataset: Path, checkpoint: Path, out_dir: Path) -> tuple[Path, Path]:
     """JSON (with every prediction) and a markdown summary side by side."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = dataset.name.split(".")[0]
+    stem = dataset_name(dataset)
     json_path = out_dir / f"eval-{stem}.json"
     md_path = out_dir / f"eval-{stem}.md"
     json_path.write_text(

@@ -23,7 +23,7 @@ from app.qa.reader import Reader
 from app.qa.windows import WindowConfig
 from training.evaluate import evaluate_examples
 from training.features import build_features, collate, iter_shard, length_grouped_batches
-from training.squad import QAExample, file_sha256, load_examples
+from training.squad import QAExample, dataset_name, file_sha256, load_examples
 
 log = logging.getLogger(__name__)
 STATE_FILE = "trainer_state.pt"
@@ -209,7 +209,7 @@ def train(config: TrainConfig) -> Path:
         if config.dev is not None:
             dev = _evaluate(out, config)
             card = ModelCard.load(out)
-            card.eval[f"{config.dev.name.split('.')[0]}[:{dev.questions}]"] = dev
+            card.eval[f"{dataset_name(config.dev)}[:{dev.questions}]"] = dev
             card.save(out)
             tqdm.write(f"final: dev EM {dev.exact_match:.2f} F1 {dev.f1:.2f} ({dev.questions} q)")
     if world > 1:

@@ -84,6 +84,14 @@ def load_examples(path: Path, limit: int | None = None) -> list[QAExample]:
     return examples
 
 
+def dataset_name(path: Path) -> str:
+    """``squad-v1.1-dev.json.gz`` -> ``squad-v1.1-dev``: the file name without its data-format extensions."""
+    name = path.name
+    for suffix in (".gz", ".json", ".jsonl"):
+        name = name.removesuffix(suffix)
+    return name
+
+
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
