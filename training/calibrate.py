@@ -21,8 +21,8 @@ from tqdm import tqdm
 
 from app.qa.batcher import plan_length_groups
 from app.qa.card import Calibration, ModelCard
-from app.qa.reader import Reader, WindowJob
-from app.qa.spans import SpanDecoder
+from app.qa.reader import Reader, WindowJob, WindowPrediction
+from app.qa.spans import SpanCandidates, SpanDecoder
 from training.squad import QAExample
 from training.squad_metric import best_over_references
 
@@ -63,7 +63,6 @@ class CalibrationReport:
 
 def collect_logits(reader: Reader, examples: Sequence[QAExample], batch_windows: int = 64) -> list[QuestionLogits]:
     """Run the model once over every window; mark each question right or wrong by its best span at T=1."""
-    results = reader.answer_batch([(ex.question, [ex.context]) for ex in examples], min_score=0.0)
     per_question = [reader.preprocess(ex.question, [ex.context]) for ex in examples]
     flat = [(q, w) for q, windows in enumerate(per_question) for w in windows]
     store: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
@@ -78,18 +77,36 @@ def collect_logits(reader: Reader, examples: Sequence[QAExample], batch_windows:
                 store[k] = (start[row, :n].float().cpu(), end[row, :n].float().cpu(), mask[row, :n].cpu())
     out: list[QuestionLogits] = []
     cursor = 0
-    for ex, windows, result in zip(examples, per_question, results, strict=True):
+    decoder = SpanDecoder(1.0)  # the best span does not depend on the temperature
+    for ex, windows in zip(examples, per_question, strict=True):
         keys = range(cursor, cursor + len(windows))
         cursor += len(windows)
+        item = QuestionLogits(
+            [store[k][0] for k in keys], [store[k][1] for k in keys], [store[k][2] for k in keys], False
+        )
+        predictions = []
+        if windows:
+            decoded = _decode(item, decoder, max_answer_len=30, top_k=1)
+            nulls = decoded.null_log_probs.tolist()
+            predictions = [WindowPrediction(c, nulls[i]) for i, c in enumerate(decoded.to_lists())]
+        result = reader.postprocess([ex.context], windows, predictions, top_k=1, min_score=0.0)
         prediction = result.answers[0].text if result.answers else ""
         refs = [a.text for a in ex.answers]
-        correct = bool(refs) and best_over_references(prediction, refs)[0] == 1.0
-        out.append(
-            QuestionLogits(
-                [store[k][0] for k in keys], [store[k][1] for k in keys], [store[k][2] for k in keys], correct
-            )
-        )
+        item.correct = bool(refs) and best_over_references(prediction, refs)[0] == 1.0
+        out.append(item)
     return out
+
+
+def _decode(item: QuestionLogits, decoder: SpanDecoder, max_answer_len: int, top_k: int) -> SpanCandidates:
+    """Decode one question's stored windows, padded to a common width (padding is outside the context mask)."""
+    width = max(len(s) for s in item.start)
+    n = len(item.start)
+    start = torch.full((n, width), -1e4)
+    end = torch.full((n, width), -1e4)
+    mask = torch.zeros((n, width), dtype=torch.bool)
+    for row, (s, e, m) in enumerate(zip(item.start, item.end, item.mask, strict=True)):
+        start[row, : len(s)], end[row, : len(e)], mask[row, : len(m)] = s, e, m
+    return decoder.decode(start, end, mask, torch.full((n,), max_answer_len), top_k)
 
 
 def best_scores(questions: Sequence[QuestionLogits], temperature: float, max_answer_len: int = 30) -> np.ndarray:
@@ -99,14 +116,7 @@ def best_scores(questions: Sequence[QuestionLogits], temperature: float, max_ans
     for q, item in enumerate(questions):
         if not item.start:
             continue
-        width = max(len(s) for s in item.start)
-        n = len(item.start)
-        start = torch.full((n, width), -1e4)
-        end = torch.full((n, width), -1e4)
-        mask = torch.zeros((n, width), dtype=torch.bool)
-        for row, (s, e, m) in enumerate(zip(item.start, item.end, item.mask, strict=True)):
-            start[row, : len(s)], end[row, : len(e)], mask[row, : len(m)] = s, e, m
-        best = decoder.decode(start, end, mask, torch.full((n,), max_answer_len), 1).log_probs.max().item()
+        best = _decode(item, decoder, max_answer_len, 1).log_probs.max().item()
         scores[q] = math.exp(best) if best > float("-inf") else 0.0
     return scores
 
