@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 
 from fastapi import APIRouter, Depends, Request
 
@@ -31,7 +32,7 @@ from app.api.schemas import (
 from app.enrich.pipeline import check_answer
 from app.errors import ApiError, request_id_of
 from app.qa.batcher import DeadlineExceededError, QueueFullError
-from app.qa.reader import ReaderResult, WindowJob
+from app.qa.reader import WindowJob
 
 router = APIRouter(tags=["answer"], dependencies=[Depends(require_api_key)])
 
@@ -111,9 +112,8 @@ async def answer(
         raise
     min_score = body.min_score if body.min_score is not None else settings.min_score
     result = reader.postprocess(texts, windows, batch.predictions, top_k=body.top_k, min_score=min_score)
-    if not texts:  # retrieval found nothing to read
-        result = ReaderResult([], True, "no_passage: no corpus passage matches the question", 0.0, 0.0)
-    threshold = reader.card.no_answer_threshold if min_score is None else min_score
+    if not texts:  # retrieval found nothing to read: say so rather than "every context is empty"
+        result = replace(result, abstain_reason="no_passage: no corpus passage matches the question")
     metrics.queue_wait.observe(batch.queue_s)
     graph_started = time.perf_counter()
     enrichment = await graph.enrich(body.question, [a.text for a in result.answers])
@@ -142,7 +142,7 @@ async def answer(
         ],
         abstained=checked.abstained,
         abstention=Abstention(
-            reason=checked.abstain_reason, best_score=round(result.best_score, 6), threshold=threshold
+            reason=checked.abstain_reason, best_score=round(result.best_score, 6), threshold=result.threshold
         )
         if checked.abstained and checked.abstain_reason
         else None,

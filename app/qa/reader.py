@@ -60,6 +60,7 @@ class ReaderResult:
     abstain_reason: str | None
     best_score: float
     null_score: float
+    threshold: float = 0.0  # the abstention threshold that was applied
 
 
 class Reader:
@@ -241,9 +242,13 @@ class Reader:
         ]
         null_score = math.exp(null_lp) if null_lp > float("-inf") else 0.0
         if not windows:
-            return ReaderResult([], True, "no_context_text: every context is empty or whitespace", 0.0, null_score)
+            return ReaderResult(
+                [], True, "no_context_text: every context is empty or whitespace", 0.0, null_score, threshold
+            )
         if not answers:
-            return ReaderResult([], True, "no_span: no span fits max_answer_len in the contexts", 0.0, null_score)
+            return ReaderResult(
+                [], True, "no_span: no span fits max_answer_len in the contexts", 0.0, null_score, threshold
+            )
         best_score = answers[0].score
         if best_score < threshold:
             return ReaderResult(
@@ -252,8 +257,9 @@ class Reader:
                 f"low_confidence: best score {best_score:.3f} < threshold {threshold:.3f}",
                 best_score,
                 null_score,
+                threshold,
             )
-        return ReaderResult(answers, False, None, best_score, null_score)
+        return ReaderResult(answers, False, None, best_score, null_score, threshold)
 
     # ------------------------------------------------------------------ offline convenience
     def answer_batch(
