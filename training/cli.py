@@ -124,12 +124,13 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _pack_build_qa(args: argparse.Namespace) -> int:
+    from app.enrich.retrieval import CorpusError
     from training.domain_qa import DomainQAError, build, write
 
     pack = Path(args.pack)
     try:
         counts = write(pack, build(pack))
-    except DomainQAError as exc:
+    except (DomainQAError, CorpusError) as exc:
         print(f"vqa pack build-qa: {exc}", file=sys.stderr)
         return 2
     for split, c in counts.items():

@@ -14,13 +14,12 @@ import json
 import random
 import re
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from app.enrich.retrieval import FRONT_MATTER
+from app.enrich.retrieval import load_documents
 
 SPLITS = (("train", 0.7), ("dev", 0.15), ("test", 0.15))
 PREFIXES = ("hi, ", "hello ", "quick question - ", "hey, ", "sorry to bother you but ", "hiya ", "good morning, ")
@@ -29,30 +28,6 @@ SUFFIXES = (" thanks", " pls", " cheers", "??", " thank you", " x")
 
 class DomainQAError(ValueError):
     """The fact catalogue, a document or a built QA file is inconsistent; the message says where."""
-
-
-@dataclass(frozen=True, slots=True)
-class Document:
-    id: str
-    title: str
-    entities: frozenset[str]
-    body: str
-
-
-def load_documents(corpus: Path) -> list[Document]:
-    docs = []
-    for path in sorted(corpus.glob("*.md")):
-        text = path.read_text(encoding="utf-8")
-        match = FRONT_MATTER.match(text)
-        if match is None:
-            raise DomainQAError(f"{path}: missing front matter")
-        meta = yaml.safe_load(match.group(1))
-        docs.append(
-            Document(
-                str(meta["id"]), str(meta["title"]), frozenset(meta.get("entities") or []), text[match.end() :].strip()
-            )
-        )
-    return docs
 
 
 def split_of(doc_id: str) -> str:

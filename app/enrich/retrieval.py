@@ -38,8 +38,17 @@ class Retrieved:
     score: float
 
 
-def load_passages(folder: Path, max_words: int = 120) -> list[Passage]:
-    passages: list[Passage] = []
+@dataclass(frozen=True, slots=True)
+class Document:
+    id: str
+    title: str
+    entities: frozenset[str]
+    body: str  # the text after the front matter, stripped
+
+
+def load_documents(folder: Path) -> list[Document]:
+    """Every ``*.md`` document of a corpus folder, validated: front matter with id and title, ids unique."""
+    docs: list[Document] = []
     seen: set[str] = set()
     for path in sorted(folder.glob("*.md")):
         text = path.read_text(encoding="utf-8")
@@ -54,22 +63,29 @@ def load_passages(folder: Path, max_words: int = 120) -> list[Passage]:
             raise CorpusError(f"{path}: duplicate document id {doc_id!r}")
         seen.add(doc_id)
         entities = frozenset(str(e) for e in meta.get("entities") or [])
-        body = text[match.end() :]
+        docs.append(Document(doc_id, str(meta["title"]), entities, text[match.end() :].strip()))
+    return docs
+
+
+def load_passages(folder: Path, max_words: int = 120) -> list[Passage]:
+    """Documents cut into passages of whole paragraphs, at most about ``max_words`` words each."""
+    passages: list[Passage] = []
+    for doc in load_documents(folder):
         chunk: list[str] = []
         words = 0
         index = 0
-        for paragraph in (p.strip() for p in body.split("\n\n")):
+        for paragraph in (p.strip() for p in doc.body.split("\n\n")):
             if not paragraph:
                 continue
             n = len(paragraph.split())
             if chunk and words + n > max_words:
-                passages.append(Passage(f"{doc_id}#{index}", doc_id, str(meta["title"]), "\n\n".join(chunk), entities))
+                passages.append(Passage(f"{doc.id}#{index}", doc.id, doc.title, "\n\n".join(chunk), doc.entities))
                 index += 1
                 chunk, words = [], 0
             chunk.append(paragraph)
             words += n
         if chunk:
-            passages.append(Passage(f"{doc_id}#{index}", doc_id, str(meta["title"]), "\n\n".join(chunk), entities))
+            passages.append(Passage(f"{doc.id}#{index}", doc.id, doc.title, "\n\n".join(chunk), doc.entities))
     if not passages:
         raise CorpusError(f"{folder}: no documents (*.md)")
     return passages

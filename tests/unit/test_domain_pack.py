@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from app.enrich.retrieval import load_documents
 from tests.conftest import PACK_DIR
 from training.domain_qa import (
     SPLITS,
@@ -16,7 +17,6 @@ from training.domain_qa import (
     check_disjoint,
     check_file,
     customer_variant,
-    load_documents,
 )
 
 
