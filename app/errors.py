@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.qa.batcher import BatcherClosedError, DeadlineExceededError, QueueFullError
+from app.qa.windows import WindowOverflowError
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,15 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(BatcherClosedError)
     async def _closed(request: Request, exc: BatcherClosedError) -> JSONResponse:
         return error_response(503, "shutting_down", str(exc), request_id_of(request), {"Retry-After": "1"})
+
+    @app.exception_handler(WindowOverflowError)
+    async def _window_overflow(request: Request, exc: WindowOverflowError) -> JSONResponse:
+        # Never sent to the model: only this request fails, and the log keeps the sizes for the bug report.
+        rid = request_id_of(request)
+        log.error("request %s: %s", rid, exc)
+        return error_response(
+            500, "window_overflow", f"the text could not be cut into model windows; quote request id {rid}", rid
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

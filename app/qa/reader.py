@@ -16,7 +16,7 @@ from transformers import AutoModelForQuestionAnswering, AutoTokenizer, PreTraine
 
 from app.qa.card import ModelCard
 from app.qa.spans import SpanDecoder
-from app.qa.windows import Window, WindowConfig, encode_windows
+from app.qa.windows import TokenizerPerThread, Window, WindowConfig, encode_windows
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class Reader:
         self.card = ModelCard(name=self.model_path.name)
         self.window_config = WindowConfig()
         self._model: torch.nn.Module | None = None
-        self._tokenizer: PreTrainedTokenizerBase | None = None
+        self._tokenizers: TokenizerPerThread | None = None
         self._decoder = SpanDecoder()
         self._uses_token_types = False
         self._pad_id = 0
@@ -99,9 +99,10 @@ class Reader:
 
     @property
     def tokenizer(self) -> PreTrainedTokenizerBase:
-        if self._tokenizer is None:
+        """The calling thread's own copy of the tokenizer (a shared one would race, see TokenizerPerThread)."""
+        if self._tokenizers is None:
             raise RuntimeError("Reader.load() has not been called")
-        return self._tokenizer
+        return self._tokenizers.get()
 
     @property
     def model(self) -> torch.nn.Module:
@@ -144,7 +145,7 @@ class Reader:
         self._decoder = SpanDecoder(temperature=self.card.calibration.temperature)
         self._uses_token_types = "token_type_ids" in tokenizer.model_input_names
         self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        self._tokenizer = tokenizer
+        self._tokenizers = TokenizerPerThread(tokenizer)
         self._model = model
         self.load_seconds = time.perf_counter() - started
         log.info(
@@ -164,7 +165,11 @@ class Reader:
 
     # ------------------------------------------------------------------ steps
     def preprocess(self, question: str, contexts: Sequence[str]) -> list[Window]:
-        """Tokenize the question against every context into overlapping windows (CPU; call off the event loop)."""
+        """Tokenize the question against every context into overlapping windows (CPU; call off the event loop).
+
+        Safe to call from several threads at once. Raises :class:`~app.qa.windows.WindowOverflowError` if a window
+        would not fit the model, which fails only this request.
+        """
         return encode_windows(self.tokenizer, question, contexts, self.window_config)
 
     def logits(self, jobs: Sequence[WindowJob]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

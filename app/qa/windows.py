@@ -1,12 +1,17 @@
 """Cut (question, contexts) into model windows.
 
 One implementation serves the reader and the training package, so the windows a checkpoint was trained on are the
-windows it is served with: the question (truncated to ``max_question_tokens``) followed by an overlapping slice of one
-context, with the character offsets of every context token kept for decoding.
+windows it is served with: the question (cut to its asking part within ``max_question_tokens``, see
+:func:`focus_question`) followed by an overlapping slice of one context, with the character offsets of every context
+token kept for decoding. A tokenizer is not safe to share across threads: :class:`TokenizerPerThread` gives each
+thread its own.
 """
 
 from __future__ import annotations
 
+import copy
+import re
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -52,18 +57,105 @@ class Window:
         return len(self.input_ids)
 
 
-def truncate_question(tokenizer: PreTrainedTokenizerBase, question: str, max_tokens: int) -> str:
-    """Cut the question at a token boundary so that it keeps at most ``max_tokens`` tokens.
+class WindowOverflowError(RuntimeError):
+    """A window came out longer than ``max_seq_len``: the model cannot take it, so the request that made it fails."""
 
-    Cutting the text (not the ids) keeps the tokenizer's own pair encoding, so windows stay identical to what
-    ``tokenizer(question, context)`` would give for short questions.
+
+class TokenizerPerThread:
+    """One copy of a fast tokenizer per thread.
+
+    A Hugging Face fast tokenizer keeps its truncation and padding settings as mutable state that every call
+    rewrites, so two threads sharing one can tokenize with each other's settings (a window built while another
+    thread switched truncation off comes out longer than the model accepts). Each thread therefore gets its own
+    deep copy of the prototype, made on first use; the prototype itself is never used to tokenize.
+    """
+
+    def __init__(self, prototype: PreTrainedTokenizerBase) -> None:
+        self._prototype = prototype
+        self._copy_lock = threading.Lock()
+        self._local = threading.local()
+
+    @property
+    def prototype(self) -> PreTrainedTokenizerBase:
+        """The tokenizer the copies are made from: read its attributes, never call it from several threads."""
+        return self._prototype
+
+    def get(self) -> PreTrainedTokenizerBase:
+        """This thread's tokenizer."""
+        tokenizer: PreTrainedTokenizerBase | None = getattr(self._local, "tokenizer", None)
+        if tokenizer is None:
+            with self._copy_lock:
+                tokenizer = copy.deepcopy(self._prototype)
+            self._local.tokenizer = tokenizer
+        return tokenizer
+
+
+_SENTENCE_END = re.compile(r"[.?!]+[)\"'\u2019\u201d]*(?=\s|$)|\n+")
+_ASKING_WORDS = frozenset(
+    "what whats what's how when where why who whom whose which can could do does did is are am was were will would "
+    "should shall may might must has have any".split()
+)
+
+
+def _sentences(text: str) -> list[tuple[int, int]]:
+    """Character spans of the sentences of ``text`` (ends at ``.?!`` before a space or at a line break)."""
+    spans: list[tuple[int, int]] = []
+    start = 0
+    for match in _SENTENCE_END.finditer(text):
+        if text[start : match.end()].strip():
+            spans.append((start, match.end()))
+        start = match.end()
+    if text[start:].strip():
+        spans.append((start, len(text)))
+    return spans
+
+
+def _asking_sentence(text: str, spans: list[tuple[int, int]]) -> int | None:
+    """Index of the sentence that asks: the last one with a question mark, else the last that opens like a question."""
+    for i in range(len(spans) - 1, -1, -1):
+        if "?" in text[spans[i][0] : spans[i][1]]:
+            return i
+    for i in range(len(spans) - 1, -1, -1):
+        words = text[spans[i][0] : spans[i][1]].strip().lower().split()
+        if words and words[0].strip(",;:") in _ASKING_WORDS:
+            return i
+    return None
+
+
+def focus_question(tokenizer: PreTrainedTokenizerBase, question: str, max_tokens: int) -> str:
+    """Keep the part of a long question that asks, in at most ``max_tokens`` tokens.
+
+    Customers put the real question last ("hi, we're moving house next week and ... how much does a CHAPS payment
+    cost? thanks"), so cutting the head of a long question keeps the preamble and loses the question. A question
+    within budget is kept whole. Otherwise the sentence that asks (the last one with a question mark, else the
+    last that opens with a question word) is kept with as many of the sentences just before it as fit; when that
+    sentence alone is too long, or no sentence asks, the last ``max_tokens`` tokens are kept. Training and serving
+    both cut questions here, so a checkpoint is served the questions it was trained on.
     """
     question = question.strip()
     encoded = tokenizer(question, add_special_tokens=False, return_offsets_mapping=True)
-    offsets = encoded["offset_mapping"]
+    offsets: list[tuple[int, int]] = [(int(s), int(e)) for s, e in encoded["offset_mapping"]]
     if len(offsets) <= max_tokens:
         return question
-    return question[: offsets[max_tokens - 1][1]]
+
+    def tokens_in(start: int, end: int) -> int:
+        return sum(1 for s, e in offsets if s >= start and e <= end)
+
+    def tail(end: int) -> str:
+        inside = [s for s, e in offsets if e <= end]
+        return question[inside[-max_tokens] : end].strip() if inside else question[:end]
+
+    spans = _sentences(question)
+    asking = _asking_sentence(question, spans)
+    if asking is None:
+        return tail(len(question))
+    start, end = spans[asking]
+    if tokens_in(start, end) > max_tokens:
+        return tail(end)
+    first = asking
+    while first > 0 and tokens_in(spans[first - 1][0], end) <= max_tokens:
+        first -= 1
+    return question[spans[first][0] : end].strip()
 
 
 def encode_windows(
@@ -93,7 +185,7 @@ def encode_windows_many(
     texts: list[str] = []
     owners: list[tuple[int, int]] = []  # (item index, context index) per pair sent to the tokenizer
     for item_index, (question, contexts) in enumerate(items):
-        q = truncate_question(tokenizer, question, config.max_question_tokens)
+        q = focus_question(tokenizer, question, config.max_question_tokens)
         for context_index, text in enumerate(contexts):
             if not text.strip():
                 continue
@@ -127,6 +219,11 @@ def encode_windows_many(
         if not context_positions:
             continue
         item_index, context_index = owners[pair_index]
+        if len(encoded["input_ids"][window_index]) > config.max_seq_len:
+            raise WindowOverflowError(
+                f"a window of {len(encoded['input_ids'][window_index])} tokens exceeds max_seq_len "
+                f"{config.max_seq_len} (item {item_index}, context {context_index})"
+            )
         result[item_index].append(
             Window(
                 input_ids=list(encoded["input_ids"][window_index]),

@@ -56,3 +56,18 @@ def test_batched_and_single_forward_agree(reader: Reader) -> None:
 def test_missing_checkpoint_fails_with_the_path(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match=str(tmp_path)):
         Reader(tmp_path).load()
+
+
+def test_preprocess_from_many_threads_matches_one_thread(reader: Reader) -> None:
+    """Worker threads tokenize at once (short and long questions, long contexts): no window outgrows the model."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    long_context = CONTEXT * 6
+    questions = [("How long do transfers take? " * n).strip() for n in (1, 3, 9, 20, 40)]
+    expected = {q: reader.preprocess(q, [long_context]) for q in questions}
+    jobs = [questions[i % len(questions)] for i in range(200)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(lambda q: (q, reader.preprocess(q, [long_context])), jobs))
+    for question, windows in results:
+        assert all(len(w) <= reader.window_config.max_seq_len for w in windows)
+        assert windows == expected[question]
