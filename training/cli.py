@@ -19,7 +19,7 @@ def _base_model_default() -> str | None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from training.finetune import TrainConfig, TrainSource, train
+    from training.finetune import SeenExamples, TrainConfig, TrainSource, train
 
     base = args.base_model or _base_model_default()
     if base is None:
@@ -36,10 +36,25 @@ def _train(args: argparse.Namespace) -> int:
         if not TrainSource.parse(spec).path.is_file():
             print(f"vqa train: training file not found: {spec}", file=sys.stderr)
             return 2
+    if args.init_from and not (Path(args.init_from) / "config.json").is_file():
+        print(f"vqa train: --init-from {args.init_from}: no checkpoint (config.json) there", file=sys.stderr)
+        return 2
+    seen = None
+    if args.exclude_seen:
+        try:
+            seen = SeenExamples.parse(args.exclude_seen)
+        except ValueError:
+            print(f"vqa train: --exclude-seen wants PATH:COUNT:SEED, got {args.exclude_seen!r}", file=sys.stderr)
+            return 2
+        if not seen.path.is_file():
+            print(f"vqa train: --exclude-seen: file not found: {seen.path}", file=sys.stderr)
+            return 2
     config = TrainConfig(
         base_model=Path(base),
         output_dir=Path(args.output),
         train=[TrainSource.parse(s) for s in args.train],
+        init_from=Path(args.init_from) if args.init_from else None,
+        exclude_seen=seen,
         dev=Path(args.dev) if args.dev else None,
         epochs=args.epochs,
         learning_rate=args.lr,
@@ -174,8 +189,21 @@ def add_training_commands(sub: Any) -> None:
         "--train",
         action="append",
         required=True,
-        metavar="PATH[:WEIGHT]",
-        help="SQuAD-format training file (.json or .json.gz); repeat for several, WEIGHT scales its share",
+        metavar="PATH[:WEIGHT][:augN]",
+        help="SQuAD-format training file (.json or .json.gz, v1.1 or v2 with unanswerable questions); repeat for "
+        "several; WEIGHT scales its share; augN adds N customer-style rewrites of every question (lower case, "
+        "typos, openers and sign-offs, long preambles)",
+    )
+    train.add_argument(
+        "--init-from",
+        help="a trained QA checkpoint to continue from (weights and span head); the tokenizer and the card's "
+        "base model still come from --base-model",
+    )
+    train.add_argument(
+        "--exclude-seen",
+        metavar="PATH:COUNT:SEED",
+        help="leave out the questions an earlier run trained on: the first COUNT of PATH shuffled with SEED "
+        "(what --max-train-examples COUNT --seed SEED picked)",
     )
     train.add_argument("--dev", help="SQuAD-format file evaluated after each epoch and at the end")
     train.add_argument("--output", required=True, help="checkpoint directory to write (and resume from)")

@@ -7,6 +7,7 @@ import logging
 import math
 import os
 import random
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from transformers import AutoModelForQuestionAnswering, AutoTokenizer, PreTraine
 from app.qa.card import DataSource, EvalResult, ModelCard
 from app.qa.reader import Reader
 from app.qa.windows import WindowConfig
+from training.augment import augment_examples
 from training.evaluate import evaluate_examples
 from training.features import build_features, collate, iter_shard, length_grouped_batches
 from training.squad import QAExample, dataset_name, file_sha256, load_examples
@@ -33,14 +35,48 @@ STATE_FILE = "trainer_state.pt"
 class TrainSource:
     path: Path
     weight: float = 1.0
+    augment: int = 0  # customer-style rewrites added per question (training/augment.py)
 
     @classmethod
     def parse(cls, spec: str) -> TrainSource:
-        """``PATH`` or ``PATH:WEIGHT`` (weight 2 = every question twice per epoch, 0.5 = a random half)."""
-        path, sep, weight = spec.rpartition(":")
-        if sep and path and weight.replace(".", "", 1).isdigit():
-            return cls(Path(path), float(weight))
-        return cls(Path(spec), 1.0)
+        """``PATH[:WEIGHT][:augN]``: weight 2 = every question twice per epoch, 0.5 = a random half; ``aug3`` adds
+        three customer-style rewrites of every question (before weighting)."""
+        path, weight, augment = spec, 1.0, 0
+        for _ in range(2):
+            head, sep, tail = path.rpartition(":")
+            if not (sep and head):
+                break
+            if re.fullmatch(r"aug\d+", tail):
+                path, augment = head, int(tail[3:])
+            elif re.fullmatch(r"\d+(\.\d+)?", tail):
+                path, weight = head, float(tail)
+            else:
+                break
+        return cls(Path(path), weight, augment)
+
+
+@dataclass(frozen=True, slots=True)
+class SeenExamples:
+    """The questions an earlier run trained on: the first ``count`` of ``path`` shuffled with ``seed``.
+
+    That is what ``--max-train-examples COUNT --seed SEED`` picked from a single source, so a continued run can
+    train on the rest only.
+    """
+
+    path: Path
+    count: int
+    seed: int
+
+    @classmethod
+    def parse(cls, spec: str) -> SeenExamples:
+        """``PATH:COUNT:SEED``."""
+        path, count, seed = spec.rsplit(":", 2)
+        return cls(Path(path), int(count), int(seed))
+
+    def ids(self) -> set[str]:
+        examples = load_examples(self.path)
+        random.Random(self.seed).shuffle(examples)
+        return {e.id for e in examples[: self.count]}
 
 
 @dataclass(slots=True)
@@ -48,6 +84,8 @@ class TrainConfig:
     base_model: Path
     output_dir: Path
     train: list[TrainSource]
+    init_from: Path | None = None  # a trained QA checkpoint to continue from (its span head included)
+    exclude_seen: SeenExamples | None = None
     dev: Path | None = None
     epochs: float = 2.0
     learning_rate: float = 1e-4
@@ -92,11 +130,23 @@ def _setup_distributed() -> tuple[int, int, torch.device]:
 def _weighted_examples(config: TrainConfig, rng: random.Random) -> tuple[list[QAExample], list[DataSource]]:
     examples: list[QAExample] = []
     sources: list[DataSource] = []
+    excluded = config.exclude_seen.ids() if config.exclude_seen is not None else set()
     for source in config.train:
         loaded = load_examples(source.path)
+        total = len(loaded)
+        loaded = [e for e in loaded if e.id not in excluded]
+        original = len(loaded)
+        if source.augment:
+            loaded += augment_examples(loaded, source.augment, config.seed)
         sources.append(
             DataSource(
-                path=str(source.path), sha256=file_sha256(source.path), questions=len(loaded), weight=source.weight
+                path=str(source.path),
+                sha256=file_sha256(source.path),
+                questions=total,
+                weight=source.weight,
+                excluded_seen=total - original,
+                augment_variants=source.augment,
+                examples_used=len(loaded),
             )
         )
         whole, fraction = divmod(source.weight, 1.0)
@@ -129,7 +179,10 @@ def train(config: TrainConfig) -> Path:
         log.info("alignment: %s", json.dumps(report.as_dict()))
         tqdm.write(f"alignment report: {json.dumps(report.as_dict())}")
 
-    model = AutoModelForQuestionAnswering.from_pretrained(str(config.base_model), local_files_only=True)
+    # fp32 master weights whatever the stored dtype (served checkpoints are fp16); bf16 comes from autocast on CUDA.
+    model = AutoModelForQuestionAnswering.from_pretrained(
+        str(config.init_from or config.base_model), local_files_only=True, dtype=torch.float32
+    )
     model.to(device)
     no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
     grouped = [
@@ -146,6 +199,8 @@ def train(config: TrainConfig) -> Path:
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
 
     step, epoch = 0, 0
+    history: list[dict[str, float]] = []
+    wall_before = 0.0  # seconds spent by earlier sessions of a resumed run
     state_path = out / STATE_FILE
     if config.resume and state_path.exists():
         state = torch.load(state_path, map_location="cpu", weights_only=False)
@@ -154,6 +209,10 @@ def train(config: TrainConfig) -> Path:
         scheduler.load_state_dict(state["scheduler"])
         step, epoch = state["step"], state["epoch"]
         rng.setstate(state["rng"])
+        if "torch_rng" in state:  # dropout masks continue as if the run had never stopped
+            torch.set_rng_state(state["torch_rng"])
+        history = state.get("history", [])
+        wall_before = float(state.get("wall_seconds", 0.0))
         if main_process:
             tqdm.write(f"resumed from {state_path} at step {step}, epoch {epoch}")
 
@@ -161,8 +220,8 @@ def train(config: TrainConfig) -> Path:
     pad_id = tokenizer.pad_token_id or 0
     use_bf16 = device.type == "cuda"
     started = time.perf_counter()
-    deadline = started + config.time_budget_minutes * 60 if config.time_budget_minutes else None
-    history: list[dict[str, float]] = []
+    started -= wall_before
+    deadline = time.perf_counter() + config.time_budget_minutes * 60 if config.time_budget_minutes else None
     bar = tqdm(
         total=total_steps, initial=step, desc="train", unit="step", disable=not (config.progress and main_process)
     )
@@ -189,10 +248,11 @@ def train(config: TrainConfig) -> Path:
             elapsed = time.perf_counter() - started
             loss_value = loss.item() * config.grad_accum
             history.append({"step": step, "loss": loss_value})
-            bar.set_postfix(loss=f"{loss_value:.3f}", win_s=f"{windows_seen * world / elapsed:.1f}", epoch=epoch)
+            session_s = max(elapsed - wall_before, 1e-6)
+            bar.set_postfix(loss=f"{loss_value:.3f}", win_s=f"{windows_seen * world / session_s:.1f}", epoch=epoch)
             bar.update(1)
             if main_process and step % config.save_every_steps == 0:
-                _save_state(state_path, model, optimizer, scheduler, step, epoch, rng)
+                _save_state(state_path, model, optimizer, scheduler, step, epoch, rng, history, elapsed)
             if step >= total_steps or (deadline is not None and time.perf_counter() > deadline):
                 stop = True
                 break
@@ -205,7 +265,9 @@ def train(config: TrainConfig) -> Path:
     bar.close()
     if main_process:
         _save_checkpoint(model, tokenizer, out, config, sources, report.as_dict(), history, started, epoch)
-        _save_state(state_path, model, optimizer, scheduler, step, epoch, rng)
+        _save_state(
+            state_path, model, optimizer, scheduler, step, epoch, rng, history, time.perf_counter() - started
+        )
         if config.dev is not None:
             dev = _evaluate(out, config)
             card = ModelCard.load(out)
@@ -226,6 +288,8 @@ def _save_state(
     step: int,
     epoch: int,
     rng: random.Random,
+    history: list[dict[str, float]],
+    wall_seconds: float,
 ) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(
@@ -236,6 +300,9 @@ def _save_state(
             "step": step,
             "epoch": epoch,
             "rng": rng.getstate(),
+            "torch_rng": torch.get_rng_state(),
+            "history": history,
+            "wall_seconds": wall_seconds,
         },
         tmp,
     )
@@ -256,11 +323,19 @@ def _save_checkpoint(
     model.save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))
     hyper = {
-        k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items() if k not in {"train", "extra"}
+        k: (str(v) if isinstance(v, Path) else v)
+        for k, v in asdict(config).items()
+        if k not in {"train", "extra", "base_model", "init_from", "exclude_seen"}
     }
+    if config.init_from is not None:
+        parent = ModelCard.load(config.init_from)
+        hyper["continued_from"] = f"{parent.name} {parent.version}"
+    if config.exclude_seen is not None:
+        seen = config.exclude_seen
+        hyper["excluded_seen"] = f"first {seen.count} questions of {seen.path.name} shuffled with seed {seen.seed}"
     card = ModelCard.load(out) if (out / "qa_model.json").exists() else ModelCard()
     card.name, card.version = config.name, config.version
-    card.base_model = str(config.base_model)
+    card.base_model = portable_model_name(config.base_model)
     card.max_seq_len, card.stride, card.max_question_tokens = (
         config.max_seq_len,
         config.stride,
@@ -288,3 +363,16 @@ def _evaluate(checkpoint: Path, config: TrainConfig) -> EvalResult:
     reader.load()
     outcome = evaluate_examples(reader, load_examples(config.dev, limit=config.eval_limit), progress=config.progress)
     return EvalResult(exact_match=round(outcome.exact_match, 2), f1=round(outcome.f1, 2), questions=outcome.questions)
+
+
+def portable_model_name(path: Path) -> str:
+    """A name for a base model that says what it is, not where this machine keeps it (cards travel)."""
+    if path.name == "model" and path.parent.name:  # a model shipped inside a wheel: <package>/model
+        return path.parent.name
+    card_file = path / "qa_model.json"
+    if card_file.is_file():
+        declared = ModelCard.load(path).base_model
+        if declared and Path(declared).is_absolute():
+            return portable_model_name(Path(declared))
+        return declared or path.name
+    return path.name

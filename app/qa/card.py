@@ -27,6 +27,9 @@ class DataSource(BaseModel):
     sha256: str
     questions: int
     weight: float = 1.0
+    excluded_seen: int = 0  # questions left out because an earlier run trained on them
+    augment_variants: int = 0  # customer-style rewrites added per question
+    examples_used: int | None = None  # after exclusions and rewrites, before weighting
 
 
 class Calibration(BaseModel):

@@ -159,3 +159,95 @@ def test_torchrun_two_processes_with_gloo(tiny_model_dir: Path, squad_file: Path
     card = ModelCard.load(out)
     assert card.hyperparameters["steps"] == 4
     assert (out / "model.safetensors").exists()
+
+
+def _train_command(squad_file: Path, model_dir: Path, out: Path, max_steps: int, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "app.cli",
+        "train",
+        "--train",
+        f"{squad_file}:3:aug2",
+        "--output",
+        str(out),
+        "--base-model",
+        str(model_dir),
+        "--max-steps",
+        str(max_steps),
+        "--batch-size",
+        "4",
+        "--lr",
+        "1e-3",
+        "--max-seq-len",
+        "64",
+        "--stride",
+        "16",
+        "--max-question-tokens",
+        "24",
+        "--save-every",
+        "3",
+        "--eval-limit",
+        "4",
+        "--no-progress",
+        "--threads",
+        "1",
+        *extra,
+    ]
+
+
+def test_kill_9_then_resume_loses_nothing_beyond_the_last_state(
+    tiny_model_dir: Path, squad_file: Path, tmp_path: Path
+) -> None:
+    """A run killed with SIGKILL and resumed ends with the same weights as a run that was never interrupted."""
+    import signal
+
+    import torch
+    from safetensors.torch import load_file
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    steps = 120
+    whole = tmp_path / "whole"
+    done = subprocess.run(
+        _train_command(squad_file, tiny_model_dir, whole, steps), env=env, capture_output=True, text=True, timeout=240
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    broken = tmp_path / "broken"
+    state = broken / "trainer_state.pt"
+    proc = subprocess.Popen(
+        _train_command(squad_file, tiny_model_dir, broken, steps),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not state.exists():
+            assert proc.poll() is None, "the run ended before it could be killed"
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    saved_step = torch.load(state, map_location="cpu", weights_only=False)["step"]
+    assert 0 < saved_step < steps, f"killed mid-run (state at step {saved_step} of {steps})"
+
+    resumed = subprocess.run(
+        _train_command(squad_file, tiny_model_dir, broken, steps, "--resume"),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resumed from {state} at step" in resumed.stdout + resumed.stderr
+    card = ModelCard.load(broken)
+    assert card.hyperparameters["steps"] == steps
+    assert card.data[0].augment_variants == 2 and card.data[0].examples_used == 48
+    expected, got = load_file(str(whole / "model.safetensors")), load_file(str(broken / "model.safetensors"))
+    assert expected.keys() == got.keys()
+    for name, tensor in expected.items():
+        torch.testing.assert_close(got[name], tensor, msg=f"{name} differs from the uninterrupted run")
