@@ -1,9 +1,15 @@
 """Temperature scaling so that ``score`` is a probability of being right, and the abstention threshold.
 
-"Right" means the best span matches a reference answer exactly (SQuAD EM). The logits of every window are computed
-once; each candidate temperature then only re-runs the cheap span decoder. The temperature minimises the binary
-cross-entropy between the best span's score and its correctness on the *fit* questions; the expected calibration
-error (ECE, 15 equal-width bins) is reported before and after on separate *held-out* questions.
+"Right" means the best span matches a reference answer exactly (SQuAD EM); for an unanswerable question (SQuAD v2)
+any span is wrong. The logits of every window are computed once; each candidate temperature then only re-runs the
+cheap span decoder. The temperature minimises the binary cross-entropy between the best span's score and its
+correctness on the *fit* questions; the expected calibration error (ECE, 15 equal-width bins) is reported before and
+after on separate *held-out* questions.
+
+The threshold follows one of two policies: the lowest score reaching a target precision (SQuAD, where every question
+is answerable), or, for a domain set with unanswerable questions, the best overall F1 among thresholds that abstain
+on at most a given share of answerable questions and on at least a given share of unanswerable ones (both are
+errors a customer notices). The held-out report gives both error rates and the precision/coverage curve.
 """
 
 from __future__ import annotations
@@ -23,6 +29,12 @@ from app.qa.batcher import plan_length_groups
 from app.qa.card import Calibration, ModelCard
 from app.qa.reader import Reader, WindowJob, WindowPrediction
 from app.qa.spans import SpanCandidates, SpanDecoder
+from training.abstention import (
+    QuestionOutcome,
+    choose_threshold,
+    precision_coverage_curve,
+    served_report,
+)
 from training.squad import QAExample
 from training.squad_metric import best_over_references
 
@@ -39,6 +51,29 @@ class QuestionLogits:
     end: list[torch.Tensor]
     mask: list[torch.Tensor]
     correct: bool
+    answerable: bool = True
+    f1: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ThresholdPolicy:
+    """How the abstention threshold is chosen: a target precision, or limits on both abstention errors."""
+
+    target_precision: float | None = 0.8
+    max_answerable_abstained: float | None = None  # percent
+    min_unanswerable_abstained: float | None = None  # percent
+
+    @property
+    def uses_limits(self) -> bool:
+        return self.max_answerable_abstained is not None or self.min_unanswerable_abstained is not None
+
+    def describe(self) -> str:
+        if self.uses_limits:
+            return (
+                f"best overall F1 abstaining on <= {self.max_answerable_abstained}% of answerable and >= "
+                f"{self.min_unanswerable_abstained}% of unanswerable questions"
+            )
+        return f"lowest threshold reaching precision {self.target_precision}"
 
 
 @dataclass(slots=True)
@@ -49,13 +84,18 @@ class CalibrationReport:
     nll_before: float
     nll_after: float
     threshold: float
-    target_precision: float
+    target_precision: float | None
     precision_at_threshold: float
     coverage_at_threshold: float
     fit_questions: int
     heldout_questions: int
     accuracy: float
     reliability: list[dict[str, float]]
+    policy: str = ""
+    policy_met: bool = True
+    served_fit: dict[str, float | int] | None = None  # both abstention error rates on the fit questions
+    served_heldout: dict[str, float | int] | None = None  # ... and on the held-out questions
+    precision_coverage: list[dict[str, float]] | None = None  # held-out, at the fitted temperature
 
     def as_dict(self) -> dict[str, object]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -92,7 +132,10 @@ def collect_logits(reader: Reader, examples: Sequence[QAExample], batch_windows:
         result = reader.postprocess([ex.context], windows, predictions, top_k=1, min_score=0.0)
         prediction = result.answers[0].text if result.answers else ""
         refs = [a.text for a in ex.answers]
-        item.correct = bool(refs) and best_over_references(prediction, refs)[0] == 1.0
+        item.answerable = bool(refs) and not ex.is_impossible
+        if item.answerable and prediction:
+            em, item.f1 = best_over_references(prediction, refs)
+            item.correct = em == 1.0
         out.append(item)
     return out
 
@@ -167,18 +210,44 @@ def threshold_for_precision(scores: np.ndarray, correct: np.ndarray, target: flo
     return float(scores[order][k]), float(precision[k]), float((k + 1) / len(order))
 
 
+def outcomes_at(questions: Sequence[QuestionLogits], temperature: float) -> list[QuestionOutcome]:
+    """Each question's calibrated best score with its EM/F1, for the served numbers and the threshold search."""
+    scores = best_scores(questions, temperature)
+    return [
+        QuestionOutcome(q.answerable, float(score), float(q.correct), q.f1)
+        for q, score in zip(questions, scores, strict=True)
+    ]
+
+
 def fit(
-    fit_set: Sequence[QuestionLogits], heldout: Sequence[QuestionLogits], target_precision: float
+    fit_set: Sequence[QuestionLogits],
+    heldout: Sequence[QuestionLogits],
+    policy: ThresholdPolicy | float,
 ) -> CalibrationReport:
+    if not isinstance(policy, ThresholdPolicy):  # a bare number is a target precision
+        policy = ThresholdPolicy(target_precision=policy)
     fit_correct = np.array([q.correct for q in fit_set], dtype=float)
     held_correct = np.array([q.correct for q in heldout], dtype=float)
     losses = {t: _nll(best_scores(fit_set, t), fit_correct) for t in tqdm(TEMPERATURE_GRID, desc="temperature")}
     temperature = min(losses, key=lambda t: losses[t])
     before = best_scores(heldout, 1.0)
     after = best_scores(heldout, temperature)
-    threshold, precision, coverage = threshold_for_precision(
-        best_scores(fit_set, temperature), fit_correct, target_precision
-    )
+    fit_scores = best_scores(fit_set, temperature)
+    met = True
+    if policy.uses_limits:
+        threshold, met = choose_threshold(
+            outcomes_at(fit_set, temperature),
+            policy.max_answerable_abstained if policy.max_answerable_abstained is not None else 100.0,
+            policy.min_unanswerable_abstained if policy.min_unanswerable_abstained is not None else 0.0,
+        )
+        answered = fit_scores >= threshold
+        precision = float(fit_correct[answered].mean()) if answered.any() else 1.0
+        coverage = float(answered.mean())
+    else:
+        assert policy.target_precision is not None
+        threshold, precision, coverage = threshold_for_precision(fit_scores, fit_correct, policy.target_precision)
+        met = precision >= policy.target_precision
+    held_outcomes = outcomes_at(heldout, temperature)
     return CalibrationReport(
         temperature=round(temperature, 4),
         ece_before=round(expected_calibration_error(before, held_correct), 4),
@@ -186,13 +255,18 @@ def fit(
         nll_before=round(_nll(before, held_correct), 4),
         nll_after=round(_nll(after, held_correct), 4),
         threshold=round(threshold, 4),
-        target_precision=target_precision,
+        target_precision=policy.target_precision if not policy.uses_limits else None,
         precision_at_threshold=round(precision, 4),
         coverage_at_threshold=round(coverage, 4),
         fit_questions=len(fit_set),
         heldout_questions=len(heldout),
         accuracy=round(float(held_correct.mean()), 4) if len(heldout) else 0.0,
         reliability=reliability_bins(after, held_correct),
+        policy=policy.describe(),
+        policy_met=met,
+        served_fit=served_report(outcomes_at(fit_set, temperature), threshold).as_dict(),
+        served_heldout=served_report(held_outcomes, threshold).as_dict(),
+        precision_coverage=precision_coverage_curve(held_outcomes),
     )
 
 
@@ -225,16 +299,18 @@ def calibrate_checkpoint(
     checkpoint: Path,
     fit_examples: Sequence[QAExample],
     heldout_examples: Sequence[QAExample],
-    target_precision: float,
+    policy: ThresholdPolicy | float,
     fitted_on: str,
     out_dir: Path | None = None,
+    write_card: bool = True,
 ) -> CalibrationReport:
-    """Fit, write ``calibration.json`` and ``reliability.png`` next to the card, and update the card."""
+    """Fit; write ``calibration.json`` and ``reliability.png`` to ``out_dir`` (default: next to the card); update
+    the card unless ``write_card`` is false (a domain calibration belongs to its pack, not to the checkpoint)."""
     reader = Reader(checkpoint)
     reader.load()
     fit_logits = collect_logits(reader, fit_examples)
     held_logits = collect_logits(reader, heldout_examples)
-    report = fit(fit_logits, held_logits, target_precision)
+    report = fit(fit_logits, held_logits, policy)
     out = out_dir or checkpoint
     out.mkdir(parents=True, exist_ok=True)
     held_correct = np.array([q.correct for q in held_logits], dtype=float)
@@ -244,6 +320,8 @@ def calibrate_checkpoint(
     except ImportError:  # matplotlib is an optional extra (the 'train' extra); the numbers are in calibration.json
         log.warning("matplotlib not installed: no reliability.png")
     (out / "calibration.json").write_text(json.dumps(report.as_dict(), indent=1) + "\n", encoding="utf-8")
+    if not write_card:
+        return report
     card = ModelCard.load(checkpoint)
     card.calibration = Calibration(
         temperature=report.temperature,

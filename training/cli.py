@@ -85,24 +85,39 @@ def _train(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from app.qa.card import EvalResult, ModelCard
     from app.qa.reader import Reader
-    from training.evaluate import evaluate_file, write_report
-    from training.squad import dataset_name
+    from training.abstention import outcomes, precision_coverage_curve, served_report
+    from training.evaluate import evaluate_examples, write_report
+    from training.squad import dataset_name, load_examples
 
     checkpoint = Path(args.checkpoint)
     reader = Reader(checkpoint, device=args.device, num_threads=args.threads)
     reader.load()
+    threshold = args.min_score if args.min_score is not None else reader.card.no_answer_threshold
     report: dict[str, Any] = {}
     for dataset in args.data:
         path = Path(dataset)
-        outcome = evaluate_file(reader, path, limit=args.limit, progress=not args.no_progress)
-        json_path, md_path = write_report(outcome, path, checkpoint, Path(args.report_dir or checkpoint))
+        examples = load_examples(path, limit=args.limit)
+        outcome = evaluate_examples(reader, examples, progress=not args.no_progress)
+        items = outcomes(examples, outcome.predictions, outcome.scores)
+        served = served_report(items, threshold)
+        extra = {"served": served.as_dict(), "precision_coverage": precision_coverage_curve(items)}
+        json_path, md_path = write_report(
+            outcome, path, checkpoint, Path(args.report_dir or checkpoint), extra=extra
+        )
         key = (args.set_name or dataset_name(path)) + (f"[:{outcome.questions}]" if args.limit else "")
-        report[key] = outcome.summary()
+        report[key] = {**outcome.summary(), "served": served.as_dict()}
         print(md_path.read_text(encoding="utf-8"))
         if args.write_card:
             card = ModelCard.load(checkpoint)
             card.eval[key] = EvalResult(
-                exact_match=round(outcome.exact_match, 2), f1=round(outcome.f1, 2), questions=outcome.questions
+                exact_match=round(outcome.exact_match, 2),
+                f1=round(outcome.f1, 2),
+                questions=outcome.questions,
+                abstention_rate=round(served.answerable_abstained, 2),
+                served_f1=round(served.served_f1, 2),
+                threshold=round(threshold, 4),
+                unanswerable=served.unanswerable,
+                unanswerable_abstained=round(served.unanswerable_abstained, 2) if served.unanswerable else None,
             )
             card.save(checkpoint)
     print(json.dumps(report, indent=2))
@@ -110,23 +125,46 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-    from training.calibrate import calibrate_checkpoint
+    from training.calibrate import ThresholdPolicy, calibrate_checkpoint
     from training.squad import load_examples
 
-    data = Path(args.data)
-    examples = load_examples(data, limit=args.fit_limit + args.heldout_limit)
-    if len(examples) < args.fit_limit + args.heldout_limit:
-        print(f"vqa calibrate: {data} has only {len(examples)} questions", file=sys.stderr)
+    if args.fit:  # two files: fit on one (e.g. a pack's dev split), report on the other (its test split)
+        if not args.heldout:
+            print("vqa calibrate: --fit needs --heldout (questions to report on)", file=sys.stderr)
+            return 2
+        fit_path, held_path = Path(args.fit), Path(args.heldout)
+        fit_examples, held_examples = load_examples(fit_path), load_examples(held_path)
+        fitted_on = fit_path.name
+    elif args.data:
+        data = Path(args.data)
+        examples = load_examples(data, limit=args.fit_limit + args.heldout_limit)
+        if len(examples) < args.fit_limit + args.heldout_limit:
+            print(f"vqa calibrate: {data} has only {len(examples)} questions", file=sys.stderr)
+            return 2
+        fit_examples, held_examples = examples[: args.fit_limit], examples[args.fit_limit :]
+        fitted_on = f"{data.name}[:{args.fit_limit}]"
+    else:
+        print("vqa calibrate: give --data (one file, split by limits) or --fit and --heldout", file=sys.stderr)
         return 2
+    limits = args.max_answerable_abstained is not None or args.min_unanswerable_abstained is not None
+    policy = ThresholdPolicy(
+        target_precision=None if limits else args.target_precision,
+        max_answerable_abstained=args.max_answerable_abstained,
+        min_unanswerable_abstained=args.min_unanswerable_abstained,
+    )
     report = calibrate_checkpoint(
         Path(args.checkpoint),
-        examples[: args.fit_limit],
-        examples[args.fit_limit :],
-        args.target_precision,
-        fitted_on=f"{data.name}[:{args.fit_limit}]",
+        fit_examples,
+        held_examples,
+        policy,
+        fitted_on=fitted_on,
+        out_dir=Path(args.out_dir) if args.out_dir else None,
+        write_card=not args.no_card,
     )
-    summary = {k: v for k, v in report.as_dict().items() if k != "reliability"}
+    summary = {k: v for k, v in report.as_dict().items() if k not in {"reliability", "precision_coverage"}}
     print(json.dumps(summary, indent=2))
+    if not report.policy_met:
+        print(f"vqa calibrate: no threshold meets the policy ({report.policy}); the closest was kept", file=sys.stderr)
     return 0
 
 
@@ -232,9 +270,12 @@ def add_training_commands(sub: Any) -> None:
 
     ev = sub.add_parser(
         "eval",
-        help="official SQuAD v1.1 EM/F1 of a checkpoint",
-        description="Evaluate a checkpoint with the service's own Reader on SQuAD-format files; writes "
-        "eval-<set>.json (with predictions) and eval-<set>.md, and optionally the scores into the card.",
+        help="official SQuAD v1.1 EM/F1 of a checkpoint, top span and as served (with abstention)",
+        description="Evaluate a checkpoint with the service's own Reader on SQuAD-format files (v1.1, or v2 with "
+        "unanswerable questions). Reports the top-span EM/F1 over answerable questions (no threshold) and the "
+        "served numbers at the abstention threshold: served F1 (an abstention scores 0), the share of answerable "
+        "questions abstained on and of unanswerable ones abstained on. Writes eval-<set>.json (with predictions, "
+        "scores and the precision/coverage curve) and eval-<set>.md, and optionally the scores into the card.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     ev.add_argument("--checkpoint", required=True, help="checkpoint directory")
@@ -245,22 +286,41 @@ def add_training_commands(sub: Any) -> None:
     ev.add_argument("--report-dir", help="where reports go (default: the checkpoint directory)")
     ev.add_argument("--write-card", action="store_true", help="store EM/F1 in the checkpoint's qa_model.json")
     ev.add_argument("--set-name", help="name of the set in reports and the card (default: the file name)")
+    ev.add_argument(
+        "--min-score",
+        type=float,
+        help="abstention threshold for the served numbers (default: the card's no_answer_threshold)",
+    )
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
     ev.set_defaults(handler=_eval)
 
     cal = sub.add_parser(
         "calibrate",
         help="fit the score temperature and the abstention threshold of a checkpoint",
-        description="Fit a temperature on the first FIT_LIMIT questions of DATA so that scores are probabilities of "
-        "an exact-match answer, report ECE before/after on the next HELDOUT_LIMIT questions, pick the lowest score "
-        "threshold reaching TARGET_PRECISION, and write them into the card (+ calibration.json, reliability.png).",
+        description="Fit a temperature so that scores are probabilities of an exact-match answer (an unanswerable "
+        "question's answer is always wrong), report ECE, both abstention error rates and the precision/coverage "
+        "curve on held-out questions, and choose the abstention threshold: the lowest reaching TARGET_PRECISION, "
+        "or, with --max-answerable-abstained/--min-unanswerable-abstained, the best overall F1 within both limits. "
+        "Fit and held-out questions come from the first FIT_LIMIT and next HELDOUT_LIMIT questions of --data, or "
+        "from two files (--fit, --heldout). Writes calibration.json and reliability.png (to --out-dir, default the "
+        "checkpoint) and, unless --no-card, the temperature and threshold into the card.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    cal.add_argument("--checkpoint", required=True, help="checkpoint directory (its card is updated)")
-    cal.add_argument("--data", required=True, help="SQuAD-format file of questions the model was not trained on")
-    cal.add_argument("--fit-limit", type=int, default=1000, help="questions used to fit")
-    cal.add_argument("--heldout-limit", type=int, default=1000, help="questions after those, used to report ECE")
+    cal.add_argument("--checkpoint", required=True, help="checkpoint directory")
+    cal.add_argument("--data", help="SQuAD-format file of questions the model was not trained on")
+    cal.add_argument("--fit-limit", type=int, default=1000, help="questions of --data used to fit")
+    cal.add_argument("--heldout-limit", type=int, default=1000, help="questions after those, used to report")
+    cal.add_argument("--fit", help="a whole file to fit on (instead of --data), e.g. a pack's qa/dev.json")
+    cal.add_argument("--heldout", help="a whole file to report on, e.g. a pack's qa/test.json")
     cal.add_argument("--target-precision", type=float, default=0.8, help="precision the abstention threshold aims at")
+    cal.add_argument(
+        "--max-answerable-abstained", type=float, help="at most this % of answerable questions abstained on"
+    )
+    cal.add_argument(
+        "--min-unanswerable-abstained", type=float, help="at least this % of unanswerable questions abstained on"
+    )
+    cal.add_argument("--out-dir", help="where calibration.json and reliability.png go (default: the checkpoint)")
+    cal.add_argument("--no-card", action="store_true", help="leave the checkpoint's card unchanged")
     cal.set_defaults(handler=_calibrate)
 
     exp = sub.add_parser(

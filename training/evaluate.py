@@ -7,6 +7,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
@@ -72,8 +73,14 @@ def evaluate_file(reader: Reader, path: Path, limit: int | None = None, progress
     return evaluate_examples(reader, load_examples(path, limit=limit), progress=progress)
 
 
-def write_report(outcome: EvalOutcome, dataset: Path, checkpoint: Path, out_dir: Path) -> tuple[Path, Path]:
-    """JSON (with every prediction) and a markdown summary side by side."""
+def write_report(
+    outcome: EvalOutcome,
+    dataset: Path,
+    checkpoint: Path,
+    out_dir: Path,
+    extra: dict[str, Any] | None = None,
+) -> tuple[Path, Path]:
+    """JSON (with every prediction and score) and a markdown summary side by side."""
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = dataset_name(dataset)
     json_path = out_dir / f"eval-{stem}.json"
@@ -84,7 +91,9 @@ def write_report(outcome: EvalOutcome, dataset: Path, checkpoint: Path, out_dir:
                 "checkpoint": str(checkpoint),
                 "dataset": str(dataset),
                 **outcome.summary(),
+                **(extra or {}),
                 "predictions": outcome.predictions,
+                "scores": {k: round(v, 6) for k, v in outcome.scores.items()},
             },
             indent=1,
         )
@@ -92,11 +101,22 @@ def write_report(outcome: EvalOutcome, dataset: Path, checkpoint: Path, out_dir:
         encoding="utf-8",
     )
     s = outcome.summary()
-    md_path.write_text(
+    text = (
         f"# Evaluation of `{checkpoint}`\n\n"
+        "Top span (answerable questions, no threshold):\n\n"
         "| dataset | questions | EM | F1 | seconds | q/s |\n|---|---|---|---|---|---|\n"
         f"| `{dataset.name}` | {s['questions']} | {s['exact_match']} | {s['f1']} | {s['seconds']} | "
-        f"{s['questions_per_second']} |\n",
-        encoding="utf-8",
+        f"{s['questions_per_second']} |\n"
     )
+    served = (extra or {}).get("served")
+    if served:
+        text += (
+            f"\nAs served (threshold {served['threshold']}):\n\n"
+            "| answerable | served EM | served F1 | answerable abstained % | unanswerable | "
+            "unanswerable abstained % | overall F1 (v2) |\n|---|---|---|---|---|---|---|\n"
+            f"| {served['answerable']} | {served['served_em']} | {served['served_f1']} | "
+            f"{served['answerable_abstained']} | {served['unanswerable']} | {served['unanswerable_abstained']} | "
+            f"{served['overall_f1']} |\n"
+        )
+    md_path.write_text(text, encoding="utf-8")
     return json_path, md_path

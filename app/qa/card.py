@@ -12,12 +12,20 @@ CARD_FILE = "qa_model.json"
 
 
 class EvalResult(BaseModel):
-    """Official SQuAD v1.1 scores of the checkpoint on one evaluation set."""
+    """Official SQuAD v1.1 scores of the checkpoint on one evaluation set.
+
+    ``exact_match``/``f1`` are top-span numbers over the answerable questions (no threshold); the ``served`` fields
+    apply the abstention ``threshold``: an abstention scores 0, and both error rates are kept.
+    """
 
     exact_match: float
     f1: float
     questions: int
-    abstention_rate: float | None = None
+    abstention_rate: float | None = None  # % of answerable questions abstained on at ``threshold``
+    served_f1: float | None = None
+    threshold: float | None = None
+    unanswerable: int | None = None
+    unanswerable_abstained: float | None = None  # % of unanswerable questions abstained on (the right call)
 
 
 class DataSource(BaseModel):
