@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from app.qa.reader import WindowJob, WindowPrediction
+from app.qa.windows import plan_length_groups
 
 log = logging.getLogger(__name__)
 
@@ -40,23 +41,6 @@ class DeadlineExceededError(Exception):
 
 class BatcherClosedError(Exception):
     """The batcher is shutting down and takes no more work."""
-
-
-def plan_length_groups(lengths: Sequence[int], max_padding_ratio: float = 1.3) -> list[list[int]]:
-    """Split a batch into groups of similar length; returns indices into ``lengths``.
-
-    Indices are sorted by length and a new group starts when the next window would make the group's padded width
-    more than ``max_padding_ratio`` times its shortest window: one 384-token window must not make sixty 40-token
-    windows pay for 384 tokens each.
-    """
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    groups: list[list[int]] = []
-    for i in order:
-        if groups and lengths[i] <= max_padding_ratio * lengths[groups[-1][0]]:
-            groups[-1].append(i)
-        else:
-            groups.append([i])
-    return groups
 
 
 @dataclass(slots=True)

@@ -16,7 +16,7 @@ from transformers import AutoModelForQuestionAnswering, AutoTokenizer, PreTraine
 
 from app.qa.card import ModelCard
 from app.qa.spans import SpanDecoder
-from app.qa.windows import TokenizerPerThread, Window, WindowConfig, encode_windows
+from app.qa.windows import TokenizerPerThread, Window, WindowConfig, encode_windows, plan_length_groups
 
 log = logging.getLogger(__name__)
 
@@ -276,8 +276,6 @@ class Reader:
         batch_windows: int = 64,
     ) -> list[ReaderResult]:
         """Answer many (question, contexts) pairs with length-grouped batches; for evaluation and benchmarks."""
-        from app.qa.batcher import plan_length_groups  # local: the batcher imports this module
-
         all_windows = [self.preprocess(q, ctxs) for q, ctxs in items]
         flat = [(i, w) for i, windows in enumerate(all_windows) for w in windows]
         order = sorted(range(len(flat)), key=lambda k: len(flat[k][1]))
