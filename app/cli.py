@@ -7,18 +7,27 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
+
+if TYPE_CHECKING:
+    from app.config import Settings
 
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from app.config import Settings
-    from app.enrich.rules import RuleFileError
     from app.main import create_app
+    from kg.pack import PackError
 
-    overrides = {k: v for k, v in {"host": args.host, "port": args.port, "model_path": args.model}.items() if v}
+    overrides = {
+        k: v
+        for k, v in {"host": args.host, "port": args.port, "model_path": args.model, "pack": args.pack}.items()
+        if v
+    }
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:
@@ -34,8 +43,8 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         app = create_app(settings)
-    except RuleFileError as exc:
-        print(f"vqa serve: bad rules file: {exc}", file=sys.stderr)
+    except PackError as exc:
+        print(f"vqa serve: bad domain pack (VQA_PACK={settings.pack}): {exc}", file=sys.stderr)
         return 2
     uvicorn.run(
         app,
@@ -47,7 +56,18 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _settings() -> Settings:
+    from app.config import Settings
+
+    return Settings()
+
+
+def _default_pack() -> Path:
+    return _settings().pack
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from domain.cli import add_pack_commands
     from kg.cli import add_kg_commands
     from training.cli import add_training_commands
 
@@ -62,9 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="bind address (default 127.0.0.1; VQA_HOST)")
     serve.add_argument("--port", type=int, help="port (default 8000; VQA_PORT)")
     serve.add_argument("--model", help="checkpoint directory (default models/minilm-squad; VQA_MODEL_PATH)")
+    serve.add_argument("--pack", help="domain pack folder (default packs/fintech; VQA_PACK)")
     serve.set_defaults(handler=_serve)
     add_training_commands(sub)
-    add_kg_commands(sub)
+    add_pack_commands(sub, _default_pack)
+    add_kg_commands(sub, _settings)
     return parser
 
 

@@ -1,7 +1,12 @@
-"""Service settings: one class, read from the environment (prefix ``VQA_``) and an optional ``.env`` file."""
+"""Service settings: one class, read from the environment (prefix ``VQA_``) and an optional ``.env`` file.
+
+Relative paths are relative to the working directory the service runs in, never to where the package is
+installed: an installed service is pointed at its data with ``VQA_PACK`` and ``VQA_MODEL_PATH``.
+"""
 
 from __future__ import annotations
 
+from datetime import date
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -9,11 +14,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MODEL_PATH = REPO_ROOT / "models" / "minilm-squad"
-DEFAULT_PACK = REPO_ROOT / "packs" / "fintech"
-DEFAULT_RULES = DEFAULT_PACK / "rules.yaml"
-DEFAULT_CORPUS = DEFAULT_PACK / "corpus"
+DEFAULT_MODEL_PATH = Path("models/minilm-squad")
+DEFAULT_PACK = Path("packs/fintech")
 PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "password", "test", "example", "apikey", "api-key", "neo4j"}
 
 
@@ -49,11 +51,13 @@ class Settings(BaseSettings):
     # Auth: comma-separated keys; empty disables auth.
     api_keys: SecretStr = SecretStr("")
 
-    # Rule checks of the vertical (None: no rules).
-    rules_path: Path | None = Field(default=DEFAULT_RULES, description="versioned YAML rules file")
+    # The vertical: corpus, graph rows, rules, QA sets and calibration, loaded and validated as one (domain/).
+    pack: Path = Field(default=DEFAULT_PACK, description="domain pack folder")
+    today: date | None = Field(
+        default=None, description="the day graph facts are resolved on; default: the current date in the pack's zone"
+    )
 
-    # Retrieval for questions asked without contexts (None: contexts are required).
-    corpus_path: Path | None = Field(default=DEFAULT_CORPUS, description="folder of the pack's markdown documents")
+    # Retrieval from the pack's corpus for questions asked without contexts.
     retrieval_top_k: int = Field(default=5, ge=1, le=20)
     retrieval_entity_boost: float = Field(default=0.5, ge=0)
 
@@ -63,15 +67,15 @@ class Settings(BaseSettings):
     kg_user: str = "neo4j"
     kg_password: SecretStr = SecretStr("")
     kg_database: str = "neo4j"
-    kg_data_dir: Path = REPO_ROOT / "var" / "graph"
-    kg_pack: Path | None = Field(default=DEFAULT_PACK, description="pack loaded when the graph is empty")
+    kg_data_dir: Path = Path("var/graph")
+    kg_load_pack: bool = Field(default=True, description="load the pack's graph into the graph when it is empty")
     kg_timeout_ms: float = Field(default=1000, gt=0)
     kg_cache_ttl_s: float = Field(default=300, ge=0)
     kg_max_relations: int = Field(default=20, ge=1, le=200)
     kg_health_interval_s: float = Field(default=2.0, gt=0)
     kg_heap_mb: int = Field(default=256, ge=64)
 
-    @field_validator("model_path")
+    @field_validator("model_path", "pack", "kg_data_dir")
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()

@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import date
 
 from fastapi import FastAPI
 
@@ -21,6 +22,7 @@ from app.metrics import ServiceMetrics
 from app.middleware import RequestContextMiddleware
 from app.qa.batcher import BatchStats, WindowBatcher
 from app.qa.reader import Reader
+from domain.pack import DomainPack
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +33,28 @@ def default_reader_factory(settings: Settings) -> Reader:
     return Reader(settings.model_path, device=settings.device, num_threads=settings.cpu_threads)
 
 
-async def _load_model(app: FastAPI, reader: Reader, settings: Settings, metrics: ServiceMetrics) -> None:
+def _use_pack_calibration(reader: Reader, pack: DomainPack) -> None:
+    """The pack's calibration when it has a fit for exactly the served model version, else the card's."""
+    fit = pack.calibration.for_model(reader.card.name, reader.card.version)
+    if fit is None:
+        log.info("calibration: the checkpoint card's (pack %s has no fit for %s %s)", pack.name, *_model(reader))
+        return
+    reader.use_calibration(fit.temperature, fit.no_answer_threshold, f"pack {pack.name} {fit.fitted_on}")
+    log.info("calibration: pack %s, fitted on %s for %s %s", pack.name, fit.fitted_on, *_model(reader))
+
+
+def _model(reader: Reader) -> tuple[str, str]:
+    return reader.card.name, reader.card.version
+
+
+async def _load_model(
+    app: FastAPI, reader: Reader, settings: Settings, metrics: ServiceMetrics, pack: DomainPack
+) -> None:
     """Load and warm the model off the event loop, then start the batcher; /readyz turns 200 at the end."""
     started = time.perf_counter()
     try:
         await asyncio.to_thread(reader.load)
+        _use_pack_calibration(reader, pack)
         await asyncio.to_thread(reader.warm_up)
     except Exception as exc:
         app.state.load_error = f"{type(exc).__name__}: {exc}"
@@ -79,22 +98,22 @@ def create_app(settings: Settings | None = None, reader_factory: ReaderFactory |
     """Build the service. The model loads in the background after start-up so that /healthz answers at once."""
     settings = settings or Settings()
     metrics = ServiceMetrics()
-    # Rules are small and a broken file must stop start-up with file:line: reason (RuleFileError), so load now.
-    rules = RuleSet.load(settings.rules_path) if settings.rules_path is not None else RuleSet.empty()
-    retriever = (
-        PassageRetriever.from_folder(settings.corpus_path, settings.retrieval_entity_boost)
-        if settings.corpus_path is not None
-        else None
-    )
+    # The pack is small and a broken one must stop start-up with file:line: field: reason (PackError), so load now.
+    pack = DomainPack.load(settings.pack)
+    rules = RuleSet.from_file(pack.rules, str(pack.rules_path)) if pack.rules is not None else RuleSet.empty()
+    retriever = PassageRetriever.from_documents(pack.documents, settings.retrieval_entity_boost)
     factory = reader_factory or default_reader_factory
+
+    def today() -> date:
+        return settings.today or pack.today()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         reader = factory(settings)
         app.state.reader = reader
-        graph = GraphEnrichment(settings, metrics)
+        graph = GraphEnrichment(settings, metrics, pack.graph, today)
         app.state.graph = graph
-        loader = asyncio.create_task(_load_model(app, reader, settings, metrics), name="vqa-load-model")
+        loader = asyncio.create_task(_load_model(app, reader, settings, metrics, pack), name="vqa-load-model")
         graph_starter = asyncio.create_task(graph.start(), name="vqa-start-graph")
         try:
             yield
@@ -122,6 +141,7 @@ def create_app(settings: Settings | None = None, reader_factory: ReaderFactory |
     app.state.reader = None
     app.state.batcher = None
     app.state.graph = None
+    app.state.pack = pack
     app.state.rules = rules
     app.state.retriever = retriever
     install_error_handlers(app)

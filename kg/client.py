@@ -10,13 +10,15 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import date
 from typing import Any
 
 from neo4j import AsyncDriver, AsyncGraphDatabase, AsyncManagedTransaction, unit_of_work
 from neo4j.exceptions import DriverError, Neo4jError
 
 from kg.linker import EntityRef
+from kg.timeline import ScheduledChange, in_force
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +48,17 @@ class Relation:
 
 @dataclass(frozen=True, slots=True)
 class EntityFacts:
+    """An entity's properties and relations. As read from the graph, dated facts are still encoded; :meth:`on`
+    gives the view a reader wants: the values in force on a day plus the changes scheduled after it."""
+
     entity: EntityRef
     props: dict[str, Any]
     relations: list[Relation] = field(default_factory=list)
+    changes: list[ScheduledChange] = field(default_factory=list)
+
+    def on(self, day: date) -> EntityFacts:
+        props, changes = in_force(self.props, day)
+        return replace(self, props=props, changes=changes)
 
 
 @dataclass(slots=True)

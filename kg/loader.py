@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from neo4j import Driver, ManagedTransaction
 
 from kg.pack import GraphPack
+from kg.timeline import encode
 
 BATCH = 500
 
@@ -34,12 +35,13 @@ def ensure_schema(driver: Driver, database: str) -> None:
 def load_pack(driver: Driver, pack: GraphPack, database: str) -> LoadCounts:
     """Write ``pack`` in one transaction: a failure rolls everything back, a second run creates nothing.
 
-    Values always travel as parameters. Relationship types cannot be parameters in Cypher; they are spliced in only
-    after :class:`kg.pack.RelationRow` has held them to ``^[A-Z][A-Z0-9_]*$``.
+    Dated facts are stored as parallel lists (:mod:`kg.timeline`). Values always travel as parameters.
+    Relationship types cannot be parameters in Cypher; they are spliced in only after :class:`kg.pack.RelationRow`
+    has held them to ``^[A-Z][A-Z0-9_]*$``.
     """
     ensure_schema(driver, database)
     entity_rows = [
-        {"id": e.id, "type": e.type, "name": e.name, "aliases": e.aliases, "props": e.props} for e in pack.entities
+        {"id": e.id, "type": e.type, "name": e.name, "aliases": e.aliases, "props": encode(e)} for e in pack.entities
     ]
     by_type: dict[str, list[dict[str, object]]] = defaultdict(list)
     for r in pack.relations:
@@ -64,8 +66,8 @@ def load_pack(driver: Driver, pack: GraphPack, database: str) -> LoadCounts:
                 rels += summary.counters.relationships_created
         tx.run(
             "MERGE (p:Pack {name: $name}) SET p.version = $version, p.entities = $entities, p.relations = $relations",
-            name=pack.meta.name,
-            version=pack.meta.version,
+            name=pack.name,
+            version=pack.version,
             entities=len(entity_rows),
             relations=len(pack.relations),
         ).consume()

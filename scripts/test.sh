@@ -16,7 +16,7 @@ if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2
   fi
 fi
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-echo "== ruff"; "$VENV/bin/ruff" check app training kg tests bench
+echo "== ruff"; "$VENV/bin/ruff" check app training kg domain tests bench
 echo "== mypy"; "$VENV/bin/mypy"
 echo "== pytest"
 set +e

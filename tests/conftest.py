@@ -79,15 +79,17 @@ def embedded_graph(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no
     """A real ArcadeDB server with Bolt on 127.0.0.1, holding the fintech pack; stopped at the end of the session."""
     from neo4j import GraphDatabase
 
+    from domain.pack import DomainPack
     from kg.embedded import EmbeddedGraph
     from kg.loader import load_pack
-    from kg.pack import GraphPack
 
     graph = EmbeddedGraph(root=tmp_path_factory.mktemp("arcadedb")).start()
     with GraphDatabase.driver(graph.uri, auth=(graph.user, graph.password)) as driver:
-        load_pack(driver, GraphPack.load(PACK_DIR), graph.database)
+        load_pack(driver, DomainPack.load(PACK_DIR).graph, graph.database)
     yield graph
     graph.stop()
 
 
-PACK_DIR = Path(__file__).resolve().parent.parent / "packs" / "fintech"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PACK_DIR = REPO_ROOT / "packs" / "fintech"
+DEFAULT_MODEL_DIR = REPO_ROOT / "models" / "minilm-squad"

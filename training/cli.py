@@ -176,45 +176,6 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _pack_build_qa(args: argparse.Namespace) -> int:
-    from app.enrich.retrieval import CorpusError
-    from training.domain_qa import DomainQAError, build, write
-
-    pack = Path(args.pack)
-    try:
-        counts = write(pack, build(pack))
-    except (DomainQAError, CorpusError) as exc:
-        print(f"vqa pack build-qa: {exc}", file=sys.stderr)
-        return 2
-    for split, c in counts.items():
-        print(f"{split}: {c['documents']} documents, {c['answerable']} answerable, {c['unanswerable']} unanswerable")
-    return 0
-
-
-def _pack_check(args: argparse.Namespace) -> int:
-    from kg.pack import GraphPack, PackError
-    from training.domain_qa import SPLITS, DomainQAError, check_disjoint, check_file, retrieval_recall
-
-    pack = Path(args.pack)
-    try:
-        graph = GraphPack.load(pack)
-        print(f"graph: {len(graph.entities)} entities, {len(graph.relations)} relations")
-        for split, _ in SPLITS:
-            c = check_file(pack / "qa" / f"{split}.json")
-            print(
-                f"{split}: {c['documents']} documents, {c['answerable']} answerable, {c['unanswerable']} unanswerable"
-                " - every span slices its context"
-            )
-        check_disjoint(pack)
-        print("splits share no document")
-    except (PackError, DomainQAError) as exc:
-        print(f"vqa pack check: {exc}", file=sys.stderr)
-        return 2
-    if args.recall:
-        print(json.dumps(retrieval_recall(pack, "dev", args.k), indent=2))
-    return 0
-
-
 def add_training_commands(sub: Any) -> None:
     train = sub.add_parser(
         "train",
@@ -333,22 +294,3 @@ def add_training_commands(sub: Any) -> None:
     exp.add_argument("--rebuild-command", help="the command(s) that rebuilt it, stored in the card")
     exp.add_argument("--fp32", action="store_true", help="keep fp32 weights instead of fp16")
     exp.set_defaults(handler=_export)
-
-    pack = sub.add_parser("pack", help="domain pack tools: build and check the domain QA set")
-    pack_sub = pack.add_subparsers(dest="pack_command", required=True)
-    build_qa = pack_sub.add_parser(
-        "build-qa",
-        help="(re)build PACK/qa/{train,dev,test}.json from PACK/qa/facts.yaml and PACK/corpus",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    build_qa.add_argument("pack", help="pack folder, e.g. packs/fintech")
-    build_qa.set_defaults(handler=_pack_build_qa)
-    check = pack_sub.add_parser(
-        "check",
-        help="validate the graph files, every QA span, and the document split; optionally measure retrieval",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    check.add_argument("pack", help="pack folder, e.g. packs/fintech")
-    check.add_argument("--recall", action="store_true", help="also measure retrieval recall@k on the dev split")
-    check.add_argument("-k", type=int, default=5, help="passages retrieved for --recall")
-    check.set_defaults(handler=_pack_check)

@@ -1,44 +1,27 @@
-"""The domain QA set of a pack: built from its fact catalogue and corpus, split by document, checked span by span.
+"""The built QA sets of a domain pack: made from its fact catalogue and corpus, split by document.
 
 ``qa/facts.yaml`` lists facts with a regular expression for how documents state them and the questions customers ask
 about them. Every document that states a fact gets every question (plus one deterministic customer-style variant:
 chatty, lower-case, or with a typo), answered by the exact span the expression matched. Documents about the fact's
 entity that do not state it get unanswerable questions (``is_impossible``). Documents, not questions, are split into
-train/dev/test, so no document appears in two splits.
+train/dev/test (:func:`domain.qa.split_of`), so no document appears in two splits. Checking the sets is the pack's
+job (``DomainPack.check_qa``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import re
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
-import yaml
+from domain.pack import DomainPack
+from domain.qa import SPLITS, check_qa_file, check_splits, split_of
+from kg.pack import PackError
 
-from app.enrich.retrieval import load_documents
-
-SPLITS = (("train", 0.7), ("dev", 0.15), ("test", 0.15))
 PREFIXES = ("hi, ", "hello ", "quick question - ", "hey, ", "sorry to bother you but ", "hiya ", "good morning, ")
 SUFFIXES = (" thanks", " pls", " cheers", "??", " thank you", " x")
-
-
-class DomainQAError(ValueError):
-    """The fact catalogue, a document or a built QA file is inconsistent; the message says where."""
-
-
-def split_of(doc_id: str) -> str:
-    """Stable split by a hash of the document id (about 70/15/15)."""
-    bucket = int(hashlib.sha1(doc_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-    edge = 0.0
-    for name, share in SPLITS:
-        edge += share
-        if bucket < edge:
-            return name
-    return SPLITS[-1][0]
 
 
 def customer_variant(question: str, seed: str) -> str:
@@ -62,45 +45,37 @@ def customer_variant(question: str, seed: str) -> str:
     return q if q != question else question.rstrip("?") + " please"
 
 
-def build(pack: Path) -> dict[str, dict[str, Any]]:
-    """SQuAD v2-format datasets per split, built from ``pack/qa/facts.yaml`` and ``pack/corpus``."""
-    catalogue = yaml.safe_load((pack / "qa" / "facts.yaml").read_text(encoding="utf-8"))
-    facts = catalogue["facts"]
-    for fact in facts:
-        try:
-            fact["_re"] = re.compile(fact["answer"])
-        except re.error as exc:
-            raise DomainQAError(f"facts.yaml: fact {fact['id']}: bad answer expression: {exc}") from exc
+def build(pack: DomainPack) -> dict[str, dict[str, Any]]:
+    """SQuAD v2-format datasets per split, built from the pack's fact catalogue and corpus."""
+    catalogue = pack.catalogue
+    if catalogue is None:
+        raise PackError(pack.root / "pack.json", None, "qa.facts: the pack names no fact catalogue to build from")
+    facts = [(fact, re.compile(fact.answer)) for fact in catalogue.facts]
     datasets: dict[str, dict[str, Any]] = {
-        name: {"version": f"v2.0 {pack.name} {catalogue['version']}", "data": []} for name, _ in SPLITS
+        name: {"version": f"v2.0 {pack.name} {catalogue.version}", "data": []} for name, _ in SPLITS
     }
-    for doc in load_documents(pack / "corpus"):
+    for doc in pack.documents:
         qas: list[dict[str, Any]] = []
-        for fact in facts:
+        for fact, expression in facts:
             # Only documents about the fact's entity: "14 days" in the bond terms is no answer to a loan question.
-            about = fact["entity"] in doc.entities
-            match = fact["_re"].search(doc.body) if about else None
+            about = fact.entity in doc.entities
+            match = expression.search(doc.body) if about else None
             if match is not None:
                 answer = {"text": match.group(), "answer_start": match.start()}
-                for n, question in enumerate(fact["questions"]):
-                    for k, text in enumerate((question, customer_variant(question, f"{doc.id}/{fact['id']}/{n}"))):
+                for n, question in enumerate(fact.questions):
+                    for k, text in enumerate((question, customer_variant(question, f"{doc.id}/{fact.id}/{n}"))):
                         qas.append(
                             {
-                                "id": f"{doc.id}/{fact['id']}/{n}{'ab'[k]}",
+                                "id": f"{doc.id}/{fact.id}/{n}{'ab'[k]}",
                                 "question": text,
                                 "answers": [answer],
                                 "is_impossible": False,
                             }
                         )
             elif about:
-                for n, question in enumerate(fact["questions"][:3]):
+                for n, question in enumerate(fact.questions[:3]):
                     qas.append(
-                        {
-                            "id": f"{doc.id}/{fact['id']}/{n}x",
-                            "question": question,
-                            "answers": [],
-                            "is_impossible": True,
-                        }
+                        {"id": f"{doc.id}/{fact.id}/{n}x", "question": question, "answers": [], "is_impossible": True}
                     )
         if qas:
             paragraph = {"context": doc.body, "qas": qas}
@@ -108,65 +83,31 @@ def build(pack: Path) -> dict[str, dict[str, Any]]:
     return datasets
 
 
-def write(pack: Path, datasets: dict[str, dict[str, Any]]) -> dict[str, Counter[str]]:
+def write(pack: DomainPack, datasets: dict[str, dict[str, Any]]) -> dict[str, Counter[str]]:
+    """Write each built set of the manifest (one split each) and check what was written."""
+    documents = {d.id: d for d in pack.documents}
+    built = [s for s in pack.manifest.qa.sets if s.source == "built"]
     counts: dict[str, Counter[str]] = {}
-    for name, data in datasets.items():
-        path = pack / "qa" / f"{name}.json"
+    for spec in built:
+        if len(spec.splits) != 1:
+            raise PackError(pack.root / "pack.json", None, f"qa.sets.{spec.name}: a built set takes exactly one split")
+        path = pack.root / spec.path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = datasets[spec.splits[0]]
         path.write_text(json.dumps(data, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
-        counts[name] = check_file(path)
-    check_disjoint(pack)
+        counts[spec.name] = check_qa_file(path, documents)
+    check_splits(pack.root, built)
     return counts
 
 
-def check_file(path: Path) -> Counter[str]:
-    """Every answer slices its context exactly; ids are unique; returns counts of documents and questions."""
-    data = json.loads(path.read_text(encoding="utf-8"))
-    counts: Counter[str] = Counter()
-    seen: set[str] = set()
-    for article in data["data"]:
-        counts["documents"] += 1
-        for paragraph in article["paragraphs"]:
-            context = paragraph["context"]
-            for qa in paragraph["qas"]:
-                if qa["id"] in seen:
-                    raise DomainQAError(f"{path}: duplicate question id {qa['id']}")
-                seen.add(qa["id"])
-                if qa["is_impossible"]:
-                    if qa["answers"]:
-                        raise DomainQAError(f"{path}: {qa['id']} is impossible but has answers")
-                    counts["unanswerable"] += 1
-                    continue
-                for answer in qa["answers"]:
-                    start = answer["answer_start"]
-                    if context[start : start + len(answer["text"])] != answer["text"]:
-                        raise DomainQAError(
-                            f"{path}: {qa['id']}: context[{start}:{start + len(answer['text'])}] is "
-                            f"{context[start : start + len(answer['text'])]!r}, not {answer['text']!r}"
-                        )
-                counts["answerable"] += 1
-    return counts
-
-
-def check_disjoint(pack: Path) -> None:
-    owners: dict[str, str] = {}
-    for name, _ in SPLITS:
-        data = json.loads((pack / "qa" / f"{name}.json").read_text(encoding="utf-8"))
-        for article in data["data"]:
-            if article["title"] in owners:
-                raise DomainQAError(f"document {article['title']} is in {owners[article['title']]} and {name}")
-            owners[article["title"]] = name
-
-
-def retrieval_recall(pack: Path, split: str = "dev", k: int = 5, entity_boost: float = 0.5) -> dict[str, float]:
+def retrieval_recall(pack: DomainPack, split: str = "dev", k: int = 5, entity_boost: float = 0.5) -> dict[str, float]:
     """Share of answerable ``split`` questions whose document is among the top-k retrieved passages' documents."""
     from app.enrich.retrieval import PassageRetriever
     from kg.linker import EntityLinker, EntityRef
-    from kg.pack import GraphPack
 
-    retriever = PassageRetriever.from_folder(pack / "corpus", entity_boost)
-    graph = GraphPack.load(pack)
-    linker = EntityLinker([(EntityRef(e.id, e.name, e.type), e.aliases) for e in graph.entities])
-    data = json.loads((pack / "qa" / f"{split}.json").read_text(encoding="utf-8"))
+    retriever = PassageRetriever.from_documents(pack.documents, entity_boost)
+    linker = EntityLinker([(EntityRef(e.id, e.name, e.type), e.aliases) for e in pack.graph.entities])
+    data = json.loads(pack.qa_path(split).read_text(encoding="utf-8"))
     doc_hits = doc_hits_plain = answer_hits = answer_hits_plain = total = 0
     for article in data["data"]:
         for qa in article["paragraphs"][0]["qas"]:

@@ -81,7 +81,7 @@ async def answer(
             raise ApiError(
                 422,
                 "invalid_request",
-                "contexts: give at least one context; this service has no corpus to search (VQA_CORPUS_PATH)",
+                "contexts: give at least one context; this service's domain pack has no corpus to search",
             )
         linked = [m.entity.id for m in graph.linker.link(body.question)]
         hits = await asyncio.to_thread(retriever.search, body.question, settings.retrieval_top_k, linked)
@@ -118,7 +118,7 @@ async def answer(
     graph_started = time.perf_counter()
     enrichment = await graph.enrich(body.question, [a.text for a in result.answers])
     graph_s = time.perf_counter() - graph_started
-    checked = check_answer(rules, body.question, result, enrichment)
+    checked = check_answer(rules, body.question, result, enrichment, graph.today())
     for outcome in checked.outcomes:
         metrics.rule_hits.labels(outcome.rule_id, outcome.action).inc()
     if checked.abstained:

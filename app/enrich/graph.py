@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from datetime import date
 from typing import Any, Literal
 
 from neo4j import GraphDatabase
@@ -55,6 +56,7 @@ class Enrichment:
             {
                 "entity": {"id": f.entity.id, "name": f.entity.name, "type": f.entity.type},
                 "properties": f.props,
+                "changes": [c.as_json() for c in f.changes],
                 "relations": [
                     {
                         "type": r.type,
@@ -70,9 +72,17 @@ class Enrichment:
 
 
 class GraphEnrichment:
-    def __init__(self, settings: Settings, metrics: ServiceMetrics) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: ServiceMetrics,
+        pack_graph: GraphPack | None = None,
+        today: Callable[[], date] = date.today,
+    ) -> None:
         self.settings = settings
         self.metrics = metrics
+        self.pack_graph = pack_graph  # loaded into an empty graph
+        self.today = today  # facts are answered as they are in force on this day
         self.embedded: EmbeddedGraph | None = None
         self.client: GraphClient | None = None
         self.linker = EntityLinker([])
@@ -111,8 +121,8 @@ class GraphEnrichment:
             else:
                 uri, user = s.kg_uri, s.kg_user
                 password, database = s.kg_password.get_secret_value(), s.kg_database
-            if s.kg_pack is not None:
-                await asyncio.to_thread(self._load_pack_if_empty, uri, user, password, database, s.kg_pack)
+            if self.pack_graph is not None and s.kg_load_pack:
+                await asyncio.to_thread(self._load_pack_if_empty, uri, user, password, database, self.pack_graph)
             self.client = GraphClient(
                 uri,
                 user,
@@ -134,13 +144,13 @@ class GraphEnrichment:
         self._supervisor = asyncio.get_running_loop().create_task(self._supervise(), name="vqa-graph-supervisor")
 
     @staticmethod
-    def _load_pack_if_empty(uri: str, user: str, password: str, database: str, pack_dir: Path) -> None:
+    def _load_pack_if_empty(uri: str, user: str, password: str, database: str, pack: GraphPack) -> None:
         with GraphDatabase.driver(uri, auth=(user, password)) as driver:
             entities, _ = graph_counts(driver, database)
             if entities:
                 return
-            counts = load_pack(driver, GraphPack.load(pack_dir), database)
-            log.info("loaded pack %s into the empty graph: %s", pack_dir, counts)
+            counts = load_pack(driver, pack, database)
+            log.info("loaded pack %s v%s into the empty graph: %s", pack.name, pack.version, counts)
 
     async def _refresh_linker(self) -> None:
         if self.client is None:
@@ -180,7 +190,8 @@ class GraphEnrichment:
             log.warning("enrichment skipped: %s", exc)
             self.metrics.kg_up.set(0)
             return Enrichment("unavailable", mentions)
-        return Enrichment("ok", mentions, facts)
+        day = self.today()
+        return Enrichment("ok", mentions, [f.on(day) for f in facts])
 
     async def stop(self) -> None:
         if self._supervisor is not None:

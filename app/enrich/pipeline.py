@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from datetime import date
 
 from app.enrich.graph import Enrichment
 from app.enrich.pii import DETECTORS, find_pii, redact
@@ -19,8 +20,13 @@ class CheckedAnswer:
     outcomes: list[RuleOutcome] = field(default_factory=list)
 
 
-def check_answer(rules: RuleSet, question: str, result: ReaderResult, enrichment: Enrichment) -> CheckedAnswer:
-    """Evaluate every rule, then carry out the actions that change the answer (block, redact)."""
+def check_answer(
+    rules: RuleSet, question: str, result: ReaderResult, enrichment: Enrichment, today: date | None = None
+) -> CheckedAnswer:
+    """Evaluate every rule, then carry out the actions that change the answer (block, redact).
+
+    ``today`` is the day the enrichment's facts were resolved on (changes are counted from it).
+    """
     ctx = RuleContext(
         question=question,
         answers=[a.text for a in result.answers],
@@ -28,6 +34,8 @@ def check_answer(rules: RuleSet, question: str, result: ReaderResult, enrichment
         abstained=result.abstained,
         entity_types={m.entity.type for _, m in enrichment.mentions},
         graph_facts=[(f.entity.name, key, value) for f in enrichment.facts for key, value in f.props.items()],
+        graph_changes=[(f.entity.name, change) for f in enrichment.facts for change in f.changes],
+        today=today or date.today(),
     )
     outcomes = rules.evaluate(ctx)
     answers = list(result.answers)

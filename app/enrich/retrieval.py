@@ -1,26 +1,19 @@
 """Passages from the domain corpus for questions asked without contexts: BM25, boosted by linked graph entities.
 
-A corpus is a folder of markdown documents, each with a front-matter header (``id``, ``title``, ``type``,
-``entities``: the graph ids it is about). Documents are cut into passages of whole paragraphs; passages whose
-document is about an entity linked in the question get their BM25 score multiplied by ``1 + entity_boost``.
+The corpus comes from the domain pack (``domain.corpus.Document``: body plus the graph ids it is about). Documents
+are cut into passages of whole paragraphs; passages whose document is about an entity linked in the question get
+their BM25 score multiplied by ``1 + entity_boost``.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import bm25s
 import numpy as np
-import yaml
 
-FRONT_MATTER = re.compile(r"\A---\n(.*?)\n---\n", re.S)
-
-
-class CorpusError(ValueError):
-    """A corpus document that cannot be read; the message names the file."""
+from domain.corpus import Document
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,39 +31,10 @@ class Retrieved:
     score: float
 
 
-@dataclass(frozen=True, slots=True)
-class Document:
-    id: str
-    title: str
-    entities: frozenset[str]
-    body: str  # the text after the front matter, stripped
-
-
-def load_documents(folder: Path) -> list[Document]:
-    """Every ``*.md`` document of a corpus folder, validated: front matter with id and title, ids unique."""
-    docs: list[Document] = []
-    seen: set[str] = set()
-    for path in sorted(folder.glob("*.md")):
-        text = path.read_text(encoding="utf-8")
-        match = FRONT_MATTER.match(text)
-        if match is None:
-            raise CorpusError(f"{path}: missing front matter (--- id/title/entities ---)")
-        meta = yaml.safe_load(match.group(1)) or {}
-        if not isinstance(meta, dict) or not meta.get("id") or not meta.get("title"):
-            raise CorpusError(f"{path}: front matter needs id and title")
-        doc_id = str(meta["id"])
-        if doc_id in seen:
-            raise CorpusError(f"{path}: duplicate document id {doc_id!r}")
-        seen.add(doc_id)
-        entities = frozenset(str(e) for e in meta.get("entities") or [])
-        docs.append(Document(doc_id, str(meta["title"]), entities, text[match.end() :].strip()))
-    return docs
-
-
-def load_passages(folder: Path, max_words: int = 120) -> list[Passage]:
+def passages_of(documents: Sequence[Document], max_words: int = 120) -> list[Passage]:
     """Documents cut into passages of whole paragraphs, at most about ``max_words`` words each."""
     passages: list[Passage] = []
-    for doc in load_documents(folder):
+    for doc in documents:
         chunk: list[str] = []
         words = 0
         index = 0
@@ -86,8 +50,6 @@ def load_passages(folder: Path, max_words: int = 120) -> list[Passage]:
             words += n
         if chunk:
             passages.append(Passage(f"{doc.id}#{index}", doc.id, doc.title, "\n\n".join(chunk), doc.entities))
-    if not passages:
-        raise CorpusError(f"{folder}: no documents (*.md)")
     return passages
 
 
@@ -103,8 +65,8 @@ class PassageRetriever:
         self._vocab = tokens.vocab
 
     @classmethod
-    def from_folder(cls, folder: Path, entity_boost: float = 0.5) -> PassageRetriever:
-        return cls(load_passages(folder), entity_boost)
+    def from_documents(cls, documents: Sequence[Document], entity_boost: float = 0.5) -> PassageRetriever:
+        return cls(passages_of(documents), entity_boost)
 
     def search(self, query: str, k: int = 5, entity_ids: Iterable[str] = ()) -> list[Retrieved]:
         query_tokens = bm25s.tokenize([query], stopwords="en", show_progress=False, return_ids=False)[0]

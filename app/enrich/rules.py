@@ -1,9 +1,8 @@
-"""The vertical's rule checks, as data: a versioned YAML file of rules evaluated on every answer.
+"""The vertical's rule checks, evaluated on every answer.
 
-Each rule has an ``id``, an ``action`` (append_disclaimer, redact, flag, escalate, block), a ``message`` and a
-``when`` block of conditions that must all hold. Conditions are a closed set of typed checks (regexes on question or
-answer, personal payment data, score, linked entity types, numbers that contradict graph facts), so adding a rule
-never needs code. A broken file fails start-up with ``file:line: field: reason``.
+The rules are data: the domain pack's ``rules.yaml`` (schema and loading in :mod:`domain.rules`). Conditions are a
+closed set of typed checks (regexes on question or answer, personal payment data, score, linked entity types,
+numbers that contradict graph facts, facts about to change), so adding a rule never needs code.
 """
 
 from __future__ import annotations
@@ -11,16 +10,13 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-
-from app.enrich.pii import DETECTORS, find_pii
-
-Action = Literal["append_disclaimer", "redact", "flag", "escalate", "block"]
-NumberKind = Literal["money", "percent", "days", "weeks"]
+from app.enrich.pii import find_pii
+from domain.rules import Action, NumberKind, Rule, RuleFile, load_rules
+from kg.timeline import ScheduledChange
 
 _NUMBER = r"(\d{1,3}(?:,\d{3})+|\d+)(?:\.(\d+))?"
 NUMBER_PATTERNS: dict[str, re.Pattern[str]] = {
@@ -29,10 +25,6 @@ NUMBER_PATTERNS: dict[str, re.Pattern[str]] = {
     "days": re.compile(rf"{_NUMBER} (?:working |business |calendar )?days?\b", re.IGNORECASE),
     "weeks": re.compile(rf"{_NUMBER} weeks?\b", re.IGNORECASE),
 }
-
-
-class RuleFileError(ValueError):
-    """The rules file cannot be used; ``str()`` is ``file:line: field: reason``."""
 
 
 def numbers_of_kind(text: str, kind: str) -> list[float]:
@@ -46,66 +38,6 @@ def numbers_of_kind(text: str, kind: str) -> list[float]:
                 values.append(float(groups[i].replace(",", "") + (f".{fraction}" if fraction else "")))
                 break
     return values
-
-
-class PiiCondition(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    kinds: list[str] = Field(min_length=1)
-    where: list[Literal["question", "answer"]] = Field(default=["question", "answer"], min_length=1)
-
-    @field_validator("kinds")
-    @classmethod
-    def _known(cls, kinds: list[str]) -> list[str]:
-        unknown = set(kinds) - DETECTORS.keys()
-        if unknown:
-            raise ValueError(f"unknown PII kinds {sorted(unknown)}; known: {sorted(DETECTORS)}")
-        return kinds
-
-
-class When(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    question_matches: list[str] | None = None
-    answer_matches: list[str] | None = None
-    pii: PiiCondition | None = None
-    score_below: float | None = Field(default=None, ge=0, le=1)
-    entity_types: list[str] | None = None
-    contradicts_graph: dict[NumberKind, list[str]] | None = None
-    abstained: bool | None = None
-
-    @field_validator("question_matches", "answer_matches")
-    @classmethod
-    def _compiles(cls, patterns: list[str] | None) -> list[str] | None:
-        for p in patterns or []:
-            try:
-                re.compile(p)
-            except re.error as exc:
-                raise ValueError(f"bad regular expression {p!r}: {exc}") from exc
-        return patterns
-
-
-class Rule(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{1,63}$")
-    description: str = ""
-    action: Action
-    message: str = Field(min_length=1)
-    when: When
-
-
-class RuleFile(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    version: str = Field(min_length=1)
-    rules: list[Rule]
-
-    @field_validator("version", mode="before")
-    @classmethod
-    def _version_text(cls, value: Any) -> Any:
-        # `version: 1` or `version: 2026.11` are natural to write; keep them as the text the author typed
-        return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,8 +56,11 @@ class RuleContext:
     best_score: float
     abstained: bool
     entity_types: set[str]
-    # numeric graph facts of the linked entities: (entity name, property, value)
+    # graph facts of the linked entities as in force today: (entity name, property, value)
     graph_facts: list[tuple[str, str, Any]] = field(default_factory=list)
+    # changes the graph schedules for them: (entity name, change)
+    graph_changes: list[tuple[str, ScheduledChange]] = field(default_factory=list)
+    today: date = field(default_factory=date.today)
 
 
 class _Compiled:
@@ -146,7 +81,7 @@ class _Compiled:
             texts = ([ctx.question] if "question" in w.pii.where else []) + (
                 ctx.answers if "answer" in w.pii.where else []
             )
-            kinds = sorted({m.kind for t in texts for m in find_pii(t, w.pii.kinds)})
+            kinds = sorted({m.kind for t in texts for m in find_pii(t, [str(k) for k in w.pii.kinds])})
             if not kinds:
                 return None
             details["pii"] = ", ".join(kinds)
@@ -161,6 +96,11 @@ class _Compiled:
             if conflict is None:
                 return None
             details.update(conflict)
+        if w.changes_within_days is not None:
+            change = _next_change(ctx, w.changes_within_days)
+            if change is None:
+                return None
+            details.update(change)
         message = self.rule.message
         for key, value in details.items():
             message = message.replace("{" + key + "}", value)
@@ -192,13 +132,38 @@ def _contradiction(ctx: RuleContext, kinds: dict[NumberKind, list[str]]) -> dict
         if kind == "money":
             currency = next((v for n, p, v in ctx.graph_facts if n == name and p == "currency"), None)
             unit = f" {currency}" if currency else ""
+        upcoming = [
+            f"{_fmt(c.value)}{unit} from {c.effective.isoformat()}"
+            for n, c in ctx.graph_changes
+            if n == name and c.property == prop and isinstance(c.value, int | float)
+        ]
         return {
             "answer_value": ", ".join(_fmt(s) for s in stated),
-            "graph_value": f"{_fmt(value)}{unit}",
+            "graph_value": f"{_fmt(value)}{unit}" + (f" ({'; '.join(upcoming)})" if upcoming else ""),
             "entity": name,
             "property": prop,
         }
     return None
+
+
+def _next_change(ctx: RuleContext, within_days: int) -> dict[str, str] | None:
+    """The first change the graph schedules for a linked entity within ``within_days`` (0: any)."""
+    for name, change in sorted(ctx.graph_changes, key=lambda nc: nc[1].effective):
+        days = (change.effective - ctx.today).days
+        if days < 0 or (within_days and days > within_days):
+            continue
+        return {
+            "entity": name,
+            "property": change.property,
+            "graph_value": _fmt_any(change.previous),
+            "new_value": _fmt_any(change.value) if change.value is not None else "no longer applies",
+            "date": change.effective.isoformat(),
+        }
+    return None
+
+
+def _fmt_any(value: Any) -> str:
+    return _fmt(float(value)) if isinstance(value, int | float) and not isinstance(value, bool) else str(value)
 
 
 class RuleSet:
@@ -221,55 +186,10 @@ class RuleSet:
         return cls("none", [])
 
     @classmethod
+    def from_file(cls, rule_file: RuleFile, source: str = "") -> RuleSet:
+        return cls(rule_file.version, rule_file.rules, source)
+
+    @classmethod
     def load(cls, path: Path) -> RuleSet:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise RuleFileError(f"{path}: cannot read rules file: {exc.strerror}") from exc
-        try:
-            root = yaml.compose(text)
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            line = mark.line + 1 if mark is not None else "?"
-            raise RuleFileError(f"{path}:{line}: YAML syntax: {getattr(exc, 'problem', exc)}") from exc
-        try:
-            parsed = RuleFile.model_validate(data)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            loc = tuple(err["loc"])
-            raise RuleFileError(f"{path}:{_line_of(root, loc)}: {_loc_text(loc)}: {err['msg']}") from exc
-        seen: dict[str, int] = {}
-        for index, rule in enumerate(parsed.rules):
-            if rule.id in seen:
-                line = _line_of(root, ("rules", index, "id"))
-                raise RuleFileError(f"{path}:{line}: rules[{index}].id: duplicate id {rule.id!r}")
-            seen[rule.id] = index
-        return cls(parsed.version, parsed.rules, str(path))
-
-
-def _loc_text(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "file"
-
-
-def _line_of(node: Any, loc: tuple[Any, ...]) -> int:
-    """Line (1-based) of the deepest YAML node on the path ``loc``."""
-    line = node.start_mark.line + 1 if node is not None else 1
-    for part in loc:
-        if node is None:
-            break
-        if isinstance(node, yaml.MappingNode):
-            match = next(((k, v) for k, v in node.value if k.value == part), None)
-            if match is None:
-                break
-            line = match[0].start_mark.line + 1
-            node = match[1]
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            node = node.value[part]
-            line = node.start_mark.line + 1
-        else:
-            break
-    return line
+        """Read a rules file (a broken one raises :class:`kg.pack.PackError` with ``file:line: field: reason``)."""
+        return cls.from_file(load_rules(path), str(path))

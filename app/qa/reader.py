@@ -158,6 +158,17 @@ class Reader:
             self.load_seconds,
         )
 
+    def use_calibration(self, temperature: float, no_answer_threshold: float, source: str) -> None:
+        """Score with a calibration fitted for this model elsewhere (a domain pack's dev split) instead of the card's.
+
+        The card keeps naming the checkpoint; its temperature and threshold are replaced for this process only.
+        """
+        calibration = self.card.calibration.model_copy(update={"temperature": temperature, "fitted_on": source})
+        self.card = self.card.model_copy(
+            update={"calibration": calibration, "no_answer_threshold": no_answer_threshold}
+        )
+        self._decoder = SpanDecoder(temperature=temperature)
+
     def warm_up(self) -> None:
         """One forward of each shape class so the first real request does not pay for lazy initialisation."""
         windows = self.preprocess("What is warm-up?", ["Warm-up runs the model once before traffic arrives."])

@@ -11,9 +11,9 @@ import pytest
 from neo4j import GraphDatabase
 from prometheus_client.parser import text_string_to_metric_families
 
+from domain.pack import DomainPack
 from kg.embedded import EmbeddedGraph
 from kg.loader import graph_counts, load_pack
-from kg.pack import GraphPack
 from tests.conftest import PACK_DIR
 from tests.e2e.conftest import RunningService, start_service, stop_service, wait_for_graph
 
@@ -27,7 +27,7 @@ CONTEXT = (
 def graph(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedGraph]:
     g = EmbeddedGraph(root=tmp_path_factory.mktemp("graph-e2e")).start()
     with GraphDatabase.driver(g.uri, auth=(g.user, g.password)) as driver:
-        load_pack(driver, GraphPack.load(PACK_DIR), g.database)
+        load_pack(driver, DomainPack.load(PACK_DIR).graph, g.database)
     yield g
     g.stop()
 

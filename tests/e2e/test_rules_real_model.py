@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from app.config import DEFAULT_MODEL_PATH
+from tests.conftest import DEFAULT_MODEL_DIR as DEFAULT_MODEL_PATH
 from tests.e2e.conftest import RunningService, start_service, stop_service, wait_for_graph
 
 
@@ -49,7 +49,7 @@ def test_investment_question_gets_the_disclaimer(real_service: RunningService) -
     )
     fired = _fired(data)
     assert fired["investment-tax-legal-disclaimer"]["action"] == "append_disclaimer"
-    assert data["rules_version"] == "2026.11.28-1" and data["answers"]
+    assert data["rules_version"] == "2026.11.29-1" and data["answers"]
 
 
 def test_card_number_in_the_answer_is_redacted(real_service: RunningService) -> None:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from app.config import DEFAULT_MODEL_PATH, REPO_ROOT, Settings
+from app.config import Settings
 from app.qa.card import ModelCard
 from app.qa.reader import Reader
+from tests.conftest import DEFAULT_MODEL_DIR as DEFAULT_MODEL_PATH
+from tests.conftest import REPO_ROOT
 from training.evaluate import evaluate_file
 
 DEV = REPO_ROOT.parent / "shared" / "data" / "squad-v1.1-dev.json.gz"
@@ -14,7 +16,8 @@ SAMPLE = 200
 
 
 def test_the_service_serves_the_committed_checkpoint_by_default() -> None:
-    assert Settings().model_path == DEFAULT_MODEL_PATH
+    # the default is relative to the working directory (the tests run from the repository root)
+    assert Settings().model_path.resolve() == DEFAULT_MODEL_PATH
     card = ModelCard.load(DEFAULT_MODEL_PATH)
     assert (DEFAULT_MODEL_PATH / "model.safetensors").stat().st_size < 60_000_000
     assert card.rebuild_command and card.eval and card.calibration.temperature > 0

@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 from neo4j import GraphDatabase
 
+from domain.pack import DomainPack
 from kg.client import GraphClient
 from kg.embedded import EmbeddedGraph
 from kg.linker import EntityLinker
 from kg.loader import graph_counts, load_pack
-from kg.pack import GraphPack, PackError
+from kg.pack import PackError
 from tests.conftest import PACK_DIR
 
 
@@ -28,7 +29,7 @@ def test_server_reports_neo4j_compatibility_and_binds_loopback(embedded_graph: E
 
 
 def test_loading_twice_gives_the_same_counts(embedded_graph: EmbeddedGraph) -> None:
-    pack = GraphPack.load(PACK_DIR)
+    pack = DomainPack.load(PACK_DIR).graph
     with _driver(embedded_graph) as driver:
         before = graph_counts(driver, embedded_graph.database)
         again = load_pack(driver, pack, embedded_graph.database)
@@ -45,7 +46,7 @@ def test_malformed_pack_writes_nothing(embedded_graph: EmbeddedGraph, tmp_path: 
     with _driver(embedded_graph) as driver:
         before = graph_counts(driver, embedded_graph.database)
         with pytest.raises(PackError, match=r"entities.jsonl:\d+: id"):
-            load_pack(driver, GraphPack.load(pack_dir), embedded_graph.database)
+            load_pack(driver, DomainPack.load(pack_dir).graph, embedded_graph.database)
         assert graph_counts(driver, embedded_graph.database) == before
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import date
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -24,3 +27,25 @@ def test_placeholder_keys_are_refused_in_production(monkeypatch: pytest.MonkeyPa
         Settings()
     monkeypatch.setenv("VQA_ENVIRONMENT", "development")
     assert Settings().api_key_list == ("changeme",)
+
+
+def test_paths_default_to_the_working_directory_never_to_the_install_location() -> None:
+    import ast
+
+    import app.config
+
+    settings = Settings()
+    assert settings.pack == Path("packs/fintech") and settings.model_path == Path("models/minilm-squad")
+    assert not settings.pack.is_absolute() and not settings.kg_data_dir.is_absolute()
+    source = ast.parse(Path(app.config.__file__).read_text())
+    names = {n.id for n in ast.walk(source) if isinstance(n, ast.Name)}
+    assert "__file__" not in names, "no default may come from where the package is installed"
+
+
+def test_one_pack_setting_replaces_the_per_part_paths(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VQA_PACK", "/srv/packs/insurance")
+    monkeypatch.setenv("VQA_TODAY", "2026-11-29")
+    settings = Settings()
+    assert settings.pack == Path("/srv/packs/insurance") and settings.today == date(2026, 11, 29)
+    for old in ("rules_path", "corpus_path", "kg_pack"):
+        assert old not in Settings.model_fields, f"{old} is part of the pack now"

@@ -6,10 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from app.enrich.retrieval import CorpusError, PassageRetriever, load_passages
+from app.enrich.retrieval import PassageRetriever, passages_of
+from domain.corpus import load_corpus
+from kg.pack import PackError
 from tests.conftest import PACK_DIR
 
-RETRIEVER = PassageRetriever.from_folder(PACK_DIR / "corpus")
+DOCUMENTS = load_corpus(PACK_DIR / "corpus")
+RETRIEVER = PassageRetriever.from_documents(DOCUMENTS)
 
 
 @pytest.mark.parametrize(
@@ -33,7 +36,7 @@ def test_linked_entities_boost_their_documents(tmp_path: Path) -> None:
         "---\nid: replace\ntitle: Replacement\nentities: [fee:card-replacement]\n---\n"
         "A replacement costs five pounds.\n"
     )
-    retriever = PassageRetriever.from_folder(tmp_path, entity_boost=1.0)
+    retriever = PassageRetriever.from_documents(load_corpus(tmp_path), entity_boost=1.0)
     question = "how much is a replacement card"
     assert [r.passage.doc_id for r in retriever.search(question, k=1)] == ["travel"], "on words alone"
     boosted = retriever.search(question, k=1, entity_ids=["fee:card-replacement"])
@@ -41,7 +44,7 @@ def test_linked_entities_boost_their_documents(tmp_path: Path) -> None:
 
 
 def test_passages_keep_whole_paragraphs_and_unknown_words_find_nothing() -> None:
-    passages = load_passages(PACK_DIR / "corpus")
+    passages = passages_of(DOCUMENTS)
     assert len({p.doc_id for p in passages}) == len(list((PACK_DIR / "corpus").glob("*.md")))
     assert all(p.text == p.text.strip() and p.id.startswith(p.doc_id + "#") for p in passages)
     assert RETRIEVER.search("xyzzy plugh", k=5) == []
@@ -49,5 +52,5 @@ def test_passages_keep_whole_paragraphs_and_unknown_words_find_nothing() -> None
 
 def test_documents_without_front_matter_are_refused(tmp_path: Path) -> None:
     (tmp_path / "doc.md").write_text("no header here\n")
-    with pytest.raises(CorpusError, match="doc.md: missing front matter"):
-        load_passages(tmp_path)
+    with pytest.raises(PackError, match="doc.md:1: front matter: missing"):
+        load_corpus(tmp_path)

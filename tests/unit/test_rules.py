@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import shutil
+from datetime import date
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
 from app.enrich.graph import Enrichment
-from app.enrich.pii import find_pii, redact
+from app.enrich.pii import DETECTORS, find_pii, redact
 from app.enrich.pipeline import check_answer
-from app.enrich.rules import RuleFileError, RuleSet, numbers_of_kind
+from app.enrich.rules import RuleSet, numbers_of_kind
 from app.qa.reader import ReaderResult, SpanAnswer
+from domain.pack import DomainPack
+from domain.rules import PiiKind
 from kg.client import EntityFacts
 from kg.linker import EntityMention, EntityRef
+from kg.pack import PackError
+from kg.timeline import encode
 from tests.conftest import PACK_DIR
 
 RULES = RuleSet.load(PACK_DIR / "rules.yaml")
@@ -122,7 +129,7 @@ def test_numbers_by_kind() -> None:
 def test_broken_rules_file_names_file_line_and_reason(tmp_path: Path, text: str, expected: str) -> None:
     path = tmp_path / "rules.yaml"
     path.write_text(text)
-    with pytest.raises(RuleFileError, match=expected):
+    with pytest.raises(PackError, match=expected):
         RuleSet.load(path)
 
 
@@ -130,7 +137,36 @@ def test_broken_rules_file_stops_the_service_start(tmp_path: Path) -> None:
     from app.config import Settings
     from app.main import create_app
 
-    path = tmp_path / "rules.yaml"
-    path.write_text("version: 1\nrules:\n  - id: x\n")
-    with pytest.raises(RuleFileError, match="rules.yaml:3"):
-        create_app(Settings(rules_path=path))
+    pack = tmp_path / "pack"
+    shutil.copytree(PACK_DIR, pack)
+    (pack / "rules.yaml").write_text("version: 1\nrules:\n  - id: x\n")
+    with pytest.raises(PackError, match="rules.yaml:3"):
+        create_app(Settings(pack=pack))
+
+
+def test_the_rule_schema_knows_exactly_the_services_pii_detectors() -> None:
+    assert set(get_args(PiiKind)) == set(DETECTORS)
+
+
+RATE = EntityRef("rate:easy-saver-aer", "Easy Saver interest rate", "Rate")
+
+
+def _easy_saver(day: date) -> Enrichment:
+    entity = DomainPack.load(PACK_DIR).graph.entity(RATE.id)
+    assert entity is not None
+    facts = EntityFacts(RATE, dict(encode(entity)), []).on(day)
+    return Enrichment("ok", [("question", EntityMention(RATE, "easy saver rate", 9, 24))], [facts])
+
+
+def test_a_scheduled_change_is_announced_and_a_number_is_checked_against_the_value_in_force() -> None:
+    today = date(2026, 11, 29)
+    checked = check_answer(RULES, "What's the easy saver rate?", _result("3.25% AER"), _easy_saver(today), today)
+    assert [(o.rule_id, o.message) for o in checked.outcomes] == [
+        ("scheduled-change", "Easy Saver interest rate: percent is 3.25 today and changes to 3.1 on 2026-12-01.")
+    ]
+    early = check_answer(RULES, "What's the easy saver rate?", _result("3.1% AER"), _easy_saver(today), today)
+    flagged = next(o for o in early.outcomes if o.rule_id == "number-contradicts-graph")
+    assert "percent = 3.25% (3.1% from 2026-12-01)" in flagged.message, "the flag says when 3.1% becomes right"
+    after = date(2026, 12, 2)
+    settled = check_answer(RULES, "What's the easy saver rate?", _result("3.1% AER"), _easy_saver(after), after)
+    assert settled.outcomes == [], "after the change the new rate is the value in force, and nothing is pending"
