@@ -95,7 +95,7 @@ class DomainPack:
             path = self.root / spec.path
             if not path.is_file():
                 raise PackError(path, None, f"QA set {spec.name!r} missing (run `vqa pack build-qa`)")
-            counts[spec.name] = check_qa_file(path, documents)
+            counts[spec.name] = check_qa_file(path, documents, self._entities.keys())
         check_splits(self.root, self.manifest.qa.sets)
         return counts
 

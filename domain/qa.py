@@ -7,7 +7,7 @@ import hashlib
 import json
 import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +32,15 @@ def split_of(doc_id: str) -> str:
     return SPLITS[-1][0]
 
 
-def check_qa_file(path: Path, documents: Mapping[str, Document] | None = None) -> Counter[str]:
+def check_qa_file(
+    path: Path, documents: Mapping[str, Document] | None = None, entities: Collection[str] | None = None
+) -> Counter[str]:
     """Counts of documents, answerable and unanswerable questions; raises :class:`PackError` on the first problem.
 
     Checks: unique question ids, ``context[answer_start:][:len(text)] == text`` for every answer, unanswerable
     questions without answers; with ``documents``, every article names a corpus document and its context is that
-    document's body exactly (a stale context means the corpus changed after the set was written).
+    document's body exactly (a stale context means the corpus changed after the set was written); with
+    ``entities``, the graph ids a question is labelled with (hand-written sets' ``entities``) exist.
     """
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -63,6 +66,9 @@ def check_qa_file(path: Path, documents: Mapping[str, Document] | None = None) -
                     )
             for qa in paragraph["qas"]:
                 _check_question(path, qa, context, seen, counts)
+                unknown = sorted(set(qa.get("entities", [])) - set(entities)) if entities is not None else []
+                if unknown:
+                    raise PackError(path, None, f"{qa['id']}: entities: unknown graph ids {unknown}")
     return counts
 
 

@@ -60,8 +60,8 @@ def test_document_ids_and_their_split_are_kept() -> None:
         (
             "graph/entities.jsonl",
             lambda s: s
-            + '{"id": "fee:x", "type": "Fee", "name": "X", "dated": [{"valid_to": "2026-12-31", "props": {"amount": 1}},'
-            ' {"valid_from": "2026-12-01", "props": {"amount": 2}}]}\n',
+            + '{"id": "fee:x", "type": "Fee", "name": "X", "dated": [{"valid_to": "2026-12-31", '
+            '"props": {"amount": 1}}, {"valid_from": "2026-12-01", "props": {"amount": 2}}]}\n',
             r"entities.jsonl:\d+: dated: amount: periods overlap",
         ),
         (
@@ -108,6 +108,20 @@ def test_every_qa_set_is_checked_span_by_span_and_by_split() -> None:
     assert total_answerable >= 1500 and total_unanswerable >= 150
     for name, c in counts.items():
         assert c["documents"] > 0 and c["answerable"] > 0, name
+    # the hand-written customer set is checked like the built ones: spans, contexts, dev/test documents only
+    customer = counts["customer"]
+    assert (customer["documents"], customer["answerable"], customer["unanswerable"]) == (23, 172, 35)
+
+
+def test_an_unknown_entity_label_in_a_hand_written_set_is_refused(tmp_path: Path) -> None:
+    pack = _copy(tmp_path)
+    path = pack / "qa" / "customer.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    qa = data["data"][0]["paragraphs"][0]["qas"][0]
+    qa["entities"] = ["fee:early-repayment"]
+    path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    with pytest.raises(PackError, match=f"{qa['id']}: entities: unknown graph ids"):
+        DomainPack.load(pack).check_qa()
 
 
 def test_committed_built_sets_are_exactly_what_the_builder_makes() -> None:
