@@ -44,6 +44,7 @@ def graph_service(graph: EmbeddedGraph, tiny_model_dir: Path, tmp_path_factory) 
         VQA_KG_DATABASE=graph.database,
         VQA_KG_TIMEOUT_MS="500",
         VQA_KG_HEALTH_INTERVAL_S="0.5",
+        VQA_TODAY="2026-11-29",  # two days before the Easy Saver rate changes
     )
     wait_for_graph(running)
     yield running
@@ -71,6 +72,18 @@ def test_known_question_links_entities_and_returns_facts(graph_service: RunningS
     fact = next(f for f in data["facts"] if f["entity"]["id"] == "fee:card-replacement")
     assert fact["properties"]["amount"] == 5 and fact["properties"]["currency"] == "GBP"
     assert any(r["type"] == "HAS_FEE" and r["other"]["id"] == "product:visa-debit-card" for r in fact["relations"])
+
+
+def test_a_scheduled_change_comes_back_as_the_value_in_force_and_when_it_changes(
+    graph_service: RunningService,
+) -> None:
+    data = _ask(graph_service, "What is the easy saver rate?")
+    fact = next(f for f in data["facts"] if f["entity"]["id"] == "rate:easy-saver-aer")
+    assert fact["properties"]["percent"] == 3.25, "the value in force today, not the scheduled one"
+    assert fact["changes"] == [{"property": "percent", "from": 3.25, "to": 3.1, "on": "2026-12-01"}]
+    assert not any("__" in key for key in fact["properties"]), "the stored timeline is not shown"
+    notice = next(o for o in data["rules"] if o["rule_id"] == "scheduled-change")
+    assert notice["message"] == "Easy Saver interest rate: percent is 3.25 today and changes to 3.1 on 2026-12-01."
 
 
 def test_cypher_injection_in_a_question_changes_nothing(graph_service: RunningService, graph: EmbeddedGraph) -> None:

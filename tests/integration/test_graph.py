@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -106,3 +107,22 @@ def test_injection_attempts_in_ids_change_nothing(embedded_graph: EmbeddedGraph)
         before = graph_counts(driver, embedded_graph.database)
         assert asyncio.run(scenario()) == []
         assert graph_counts(driver, embedded_graph.database) == before
+
+
+def test_dated_facts_survive_the_graph_and_resolve_on_a_day(embedded_graph: EmbeddedGraph) -> None:
+    async def scenario():  # type: ignore[no-untyped-def]
+        client = _client(embedded_graph)
+        try:
+            return await client.facts_for(["rate:easy-saver-aer", "fee:chaps-payment"])
+        finally:
+            await client.close()
+
+    facts = {f.entity.id: f for f in asyncio.run(scenario())}
+    saver = facts["rate:easy-saver-aer"]
+    today = saver.on(date(2026, 11, 29))
+    assert today.props["percent"] == 3.25 and today.props["basis"] == "AER"
+    changes = [c.as_json() for c in today.changes]
+    assert changes == [{"property": "percent", "from": 3.25, "to": 3.1, "on": "2026-12-01"}]
+    assert saver.on(date(2026, 12, 1)).props["percent"] == 3.1 and saver.on(date(2026, 12, 1)).changes == []
+    chaps = facts["fee:chaps-payment"]
+    assert chaps.on(date(2026, 10, 31)).props["amount"] == 30 and chaps.on(date(2026, 11, 29)).props["amount"] == 25

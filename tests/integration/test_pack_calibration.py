@@ -1,0 +1,54 @@
+"""The pack's calibration slot: a fit for the served model version replaces the card's temperature and threshold;
+a fit for another version is ignored."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.config import Settings
+from app.main import create_app
+from tests.conftest import PACK_DIR
+
+CONTEXT = "A replacement card costs £5 unless it was stolen."
+
+
+def _pack_with_fit(tmp_path: Path, version: str, threshold: float) -> Path:
+    pack = tmp_path / "pack"
+    shutil.copytree(PACK_DIR, pack)
+    fit = {
+        "model_name": "tiny-test",
+        "model_version": version,
+        "temperature": 2.0,
+        "no_answer_threshold": threshold,
+        "fitted_on": "qa/dev.json",
+        "questions": 318,
+    }
+    (pack / "calibration.json").write_text(json.dumps({"fits": [fit]}))
+    return pack
+
+
+def _threshold_applied(tiny_model_dir: Path, pack: Path) -> float:
+    with TestClient(create_app(Settings(model_path=tiny_model_dir, pack=pack))) as client:
+        deadline = time.monotonic() + 30
+        while client.get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        r = client.post("/answer", json={"question": "How much is a new card?", "contexts": [{"text": CONTEXT}]})
+        assert r.status_code == 200, r.text
+        data = r.json()
+    if data["abstained"]:
+        return float(data["abstention"]["threshold"])
+    return 0.0  # the tiny card's threshold: nothing is refused
+
+
+@pytest.mark.parametrize(("version", "expected"), [("t1", 0.999), ("some-other-version", 0.0)])
+def test_the_pack_fit_for_the_served_version_decides_abstention(
+    tiny_model_dir: Path, tmp_path: Path, version: str, expected: float
+) -> None:
+    assert _threshold_applied(tiny_model_dir, _pack_with_fit(tmp_path, version, 0.999)) == expected
