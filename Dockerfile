@@ -20,6 +20,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY app ./app
 COPY kg ./kg
+COPY domain ./domain
 COPY training ./training
 RUN pip install .
 
@@ -31,7 +32,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     VQA_HOST=0.0.0.0 \
     VQA_PORT=8000 \
     VQA_MODEL_PATH=/app/models/minilm-squad \
-    VQA_KG_PACK=/app/packs/fintech \
+    VQA_PACK=/app/packs/fintech \
     VQA_KG_DATA_DIR=/tmp/vqa-graph
 RUN groupadd --system vqa && useradd --system --gid vqa --home-dir /app --shell /usr/sbin/nologin vqa
 COPY --from=cpu-builder /opt/venv /opt/venv
@@ -62,6 +63,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY app ./app
 COPY kg ./kg
+COPY domain ./domain
 COPY training ./training
 RUN pip install .
 
@@ -77,7 +79,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     VQA_DEVICE=cuda \
     VQA_MAX_BATCH_WINDOWS=64 \
     VQA_MODEL_PATH=/app/models/minilm-squad \
-    VQA_KG_PACK=/app/packs/fintech \
+    VQA_PACK=/app/packs/fintech \
     VQA_KG_DATA_DIR=/tmp/vqa-graph
 RUN groupadd --system vqa && useradd --system --gid vqa --home-dir /app --shell /usr/sbin/nologin vqa
 COPY --from=gpu-builder /opt/venv /opt/venv
