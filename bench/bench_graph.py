@@ -24,6 +24,7 @@ sys.path.insert(0, str(REPO))
 from app.config import Settings  # noqa: E402
 from app.enrich.graph import GraphEnrichment  # noqa: E402
 from app.metrics import ServiceMetrics  # noqa: E402
+from domain.pack import DomainPack  # noqa: E402
 
 QUESTIONS = [
     "How much is a card replacement?",
@@ -45,7 +46,8 @@ def _pct(values: list[float], q: float) -> float:
 async def run(rounds: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(kg_enabled=True, kg_data_dir=Path(tmp) / "graph")
-        graph = GraphEnrichment(settings, ServiceMetrics())
+        pack = DomainPack.load(REPO / "packs" / "fintech")
+        graph = GraphEnrichment(settings, ServiceMetrics(), pack.graph, pack.today)
         started = time.perf_counter()
         await graph.start()
         start_s = time.perf_counter() - started

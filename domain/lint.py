@@ -133,20 +133,17 @@ class _Window:
         return [self.start, *inside]
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class _Statement:
     doc: Document
     line: int
     quantity: Quantity
-    entity: str
-    prop: str
-    window_start: date | None
 
 
 @dataclass
 class LintReport:
     findings: list[Finding] = field(default_factory=list)
-    checked: int = 0  # numbers compared with a graph fact or a duplicate
+    checked: int = 0  # numbers and conditions compared with the graph
     examples: int = 0  # worked examples recomputed
 
     def by_kind(self) -> dict[str, int]:
@@ -414,7 +411,7 @@ class _Linter:
         for prop, spec in self.pack.manifest.properties.items():
             if _kind(spec) == q.kind and _cue_near(sentence, q, spec.cues):
                 key = (entities[0], prop, window.start if window.explicit else None)
-                self.statements[key].append(_Statement(doc, line, q, entities[0], prop, key[2]))
+                self.statements[key].append(_Statement(doc, line, q))
 
     def _duplicates(self) -> None:
         for (entity, prop, _), statements in sorted(self.statements.items(), key=lambda kv: str(kv[0])):

@@ -126,3 +126,19 @@ def test_dated_facts_survive_the_graph_and_resolve_on_a_day(embedded_graph: Embe
     assert saver.on(date(2026, 12, 1)).props["percent"] == 3.1 and saver.on(date(2026, 12, 1)).changes == []
     chaps = facts["fee:chaps-payment"]
     assert chaps.on(date(2026, 10, 31)).props["amount"] == 30 and chaps.on(date(2026, 11, 29)).props["amount"] == 25
+
+
+def test_vqa_pack_load_is_idempotent_and_refuses_a_broken_pack_before_writing(
+    embedded_graph: EmbeddedGraph, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from app.cli import main
+
+    monkeypatch.setenv("VQA_KG_PASSWORD", embedded_graph.password)
+    target = ["--uri", embedded_graph.uri, "--user", embedded_graph.user, "--database", embedded_graph.database]
+    assert main(["pack", "load", str(PACK_DIR), *target]) == 0
+    assert "(0 nodes and 0 relationships created by this load)" in capsys.readouterr().out
+    broken = tmp_path / "pack"
+    shutil.copytree(PACK_DIR, broken)
+    (broken / "corpus" / "faq-cards.md").write_text("no front matter\n")
+    assert main(["pack", "load", str(broken), *target]) == 2
+    assert "faq-cards.md:1: front matter: missing" in capsys.readouterr().err
