@@ -35,16 +35,13 @@ def default_reader_factory(settings: Settings) -> Reader:
 
 def _use_pack_calibration(reader: Reader, pack: DomainPack) -> None:
     """The pack's calibration when it has a fit for exactly the served model version, else the card's."""
-    fit = pack.calibration.for_model(reader.card.name, reader.card.version)
+    name, version = reader.card.name, reader.card.version
+    fit = pack.calibration.for_model(name, version)
     if fit is None:
-        log.info("calibration: the checkpoint card's (pack %s has no fit for %s %s)", pack.name, *_model(reader))
+        log.info("calibration: the checkpoint card's (pack %s has no fit for %s %s)", pack.name, name, version)
         return
     reader.use_calibration(fit.temperature, fit.no_answer_threshold, f"pack {pack.name} {fit.fitted_on}")
-    log.info("calibration: pack %s, fitted on %s for %s %s", pack.name, fit.fitted_on, *_model(reader))
-
-
-def _model(reader: Reader) -> tuple[str, str]:
-    return reader.card.name, reader.card.version
+    log.info("calibration: pack %s, fitted on %s for %s %s", pack.name, fit.fitted_on, name, version)
 
 
 async def _load_model(
