@@ -1,4 +1,5 @@
-"""``vqa kg serve``: the embedded graph on its own, with the pack's graph loaded into it when it is empty.
+"""``vqa kg serve``: the embedded graph on its own, with the pack's graph loaded into it when it is empty or holds
+another version of the pack.
 
 Loading a pack into any Bolt graph is ``vqa pack load`` (domain/cli.py). The defaults (data folder, pack) come from
 the caller's settings, so this package never imports the service.
@@ -33,7 +34,7 @@ class ServeDefaults(Protocol):
 def _serve(args: argparse.Namespace) -> int:
     from domain.pack import DomainPack
     from kg.embedded import EmbeddedGraph, EmbeddedGraphError, stored_password
-    from kg.loader import graph_counts, load_pack
+    from kg.loader import graph_counts, load_pack, loaded_version
     from kg.pack import PackError
 
     settings: ServeDefaults = args.defaults()
@@ -53,7 +54,8 @@ def _serve(args: argparse.Namespace) -> int:
         return 1
     try:
         with GraphDatabase.driver(graph.uri, auth=("root", graph.password)) as driver:
-            if graph_counts(driver, graph.database)[0] == 0:
+            loaded = loaded_version(driver, graph.database, pack.name)
+            if graph_counts(driver, graph.database)[0] == 0 or loaded not in (None, pack.version):
                 print(f"loading pack {pack.name} v{pack.version}: {load_pack(driver, pack.graph, graph.database)}")
             entities, relations = graph_counts(driver, graph.database)
         print(
@@ -80,7 +82,7 @@ def add_kg_commands(sub: Any, defaults: Callable[[], ServeDefaults]) -> None:
     kg_sub = kg.add_subparsers(dest="kg_command", required=True)
     serve = kg_sub.add_parser(
         "serve",
-        help="run the embedded ArcadeDB graph (Bolt on 127.0.0.1) and load the pack's graph into it if empty",
+        help="run the embedded ArcadeDB graph (Bolt on 127.0.0.1); load the pack's graph if empty or older",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     serve.add_argument("--data-dir", help="server root folder (default VQA_KG_DATA_DIR, var/graph)")

@@ -23,7 +23,7 @@ from app.metrics import ServiceMetrics
 from kg.client import EntityFacts, GraphClient, GraphUnavailableError
 from kg.embedded import EmbeddedGraph, stored_password
 from kg.linker import EntityLinker, EntityMention
-from kg.loader import graph_counts, load_pack
+from kg.loader import graph_counts, load_pack, loaded_version
 from kg.pack import GraphPack
 
 log = logging.getLogger(__name__)
@@ -145,12 +145,14 @@ class GraphEnrichment:
 
     @staticmethod
     def _load_pack_if_empty(uri: str, user: str, password: str, database: str, pack: GraphPack) -> None:
+        """Load the pack into an empty graph, or over an older version of the same pack (which it replaces)."""
         with GraphDatabase.driver(uri, auth=(user, password)) as driver:
             entities, _ = graph_counts(driver, database)
-            if entities:
+            loaded = loaded_version(driver, database, pack.name)
+            if entities and loaded in (None, pack.version):
                 return
             counts = load_pack(driver, pack, database)
-            log.info("loaded pack %s v%s into the empty graph: %s", pack.name, pack.version, counts)
+            log.info("loaded pack %s v%s (the graph held %s): %s", pack.name, pack.version, loaded or "nothing", counts)
 
     async def _refresh_linker(self) -> None:
         if self.client is None:

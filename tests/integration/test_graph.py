@@ -14,7 +14,7 @@ from domain.pack import DomainPack
 from kg.client import GraphClient
 from kg.embedded import EmbeddedGraph
 from kg.linker import EntityLinker
-from kg.loader import graph_counts, load_pack
+from kg.loader import graph_counts, load_pack, loaded_version
 from kg.pack import PackError
 from tests.conftest import PACK_DIR
 
@@ -142,3 +142,27 @@ def test_vqa_pack_load_is_idempotent_and_refuses_a_broken_pack_before_writing(
     (broken / "corpus" / "faq-cards.md").write_text("no front matter\n")
     assert main(["pack", "load", str(broken), *target]) == 2
     assert "faq-cards.md:1: front matter: missing" in capsys.readouterr().err
+
+
+def test_a_load_replaces_what_an_older_pack_version_left_behind(embedded_graph: EmbeddedGraph, tmp_path: Path) -> None:
+    older = tmp_path / "older"
+    shutil.copytree(PACK_DIR, older)
+    entities = older / "graph" / "entities.jsonl"
+    text = entities.read_text().replace('"props": {"amount": 5, ', '"props": {"amount": 5, "legacy_note": "old", ', 1)
+    old_row = '{"id": "fee:early-repayment", "type": "Fee", "name": "Old", "aliases": ["old alias"]}\n'
+    entities.write_text(text + old_row)
+    relations = older / "graph" / "relations.jsonl"
+    relations.write_text(
+        relations.read_text() + '{"source": "fee:early-repayment", "type": "HAS_FEE", "target": "fee:chaps-payment"}\n'
+        '{"source": "fee:card-replacement", "type": "LEGACY", "target": "fee:chaps-payment"}\n'
+    )
+    current = DomainPack.load(PACK_DIR).graph
+    with _driver(embedded_graph) as driver:
+        load_pack(driver, DomainPack.load(older).graph, embedded_graph.database)
+        assert graph_counts(driver, embedded_graph.database) == (len(current.entities) + 1, len(current.relations) + 2)
+        load_pack(driver, current, embedded_graph.database)
+        assert graph_counts(driver, embedded_graph.database) == (len(current.entities), len(current.relations))
+        with driver.session(database=embedded_graph.database) as session:
+            props = session.run("MATCH (e:Entity {id: 'fee:card-replacement'}) RETURN properties(e) AS p").single()
+        assert props is not None and "legacy_note" not in props["p"]
+        assert loaded_version(driver, embedded_graph.database, "fintech") == current.version
