@@ -19,6 +19,9 @@ class CalibrationFit(BaseModel):
     model_version: str = Field(min_length=1, description="the checkpoint card's version")
     temperature: float = Field(gt=0)
     no_answer_threshold: float = Field(ge=0, le=1)
+    question_only_threshold: float | None = Field(
+        default=None, ge=0, le=1, description="threshold for questions asked without contexts (retrieved passages)"
+    )
     fitted_on: str = Field(min_length=1, description="the QA set it was fitted on, e.g. qa/dev.json")
     questions: int | None = Field(default=None, ge=1)
     ece_before: float | None = None
@@ -48,3 +51,14 @@ class PackCalibration(BaseModel):
         if len(keys) != len(set(keys)):
             raise PackError(path, None, "fits: two fits for the same model version")
         return calibration
+
+    def with_fit(self, fit: CalibrationFit) -> PackCalibration:
+        """This slot with ``fit`` replacing any earlier fit for the same model version."""
+        kept = [f for f in self.fits if (f.model_name, f.model_version) != (fit.model_name, fit.model_version)]
+        return PackCalibration(fits=[*kept, fit])
+
+    def save(self, path: Path) -> None:
+        text = json.dumps(self.model_dump(mode="json", exclude_none=True), indent=1) + "\n"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)

@@ -159,13 +159,43 @@ def _calibrate(args: argparse.Namespace) -> int:
         policy,
         fitted_on=fitted_on,
         out_dir=Path(args.out_dir) if args.out_dir else None,
-        write_card=not args.no_card,
+        write_card=not args.no_card and not args.pack,
     )
+    if args.pack:
+        _save_pack_fit(Path(args.pack), Path(args.checkpoint), report, fitted_on)
     summary = {k: v for k, v in report.as_dict().items() if k not in {"reliability", "precision_coverage"}}
     print(json.dumps(summary, indent=2))
     if not report.policy_met:
         print(f"vqa calibrate: no threshold meets the policy ({report.policy}); the closest was kept", file=sys.stderr)
     return 0
+
+
+def _save_pack_fit(pack_dir: Path, checkpoint: Path, report: Any, fitted_on: str) -> None:
+    """Store the fit in the pack's calibration slot for exactly this model version (the service picks it up)."""
+    from datetime import date
+
+    from app.qa.card import ModelCard
+    from domain.calibration import CalibrationFit
+    from domain.pack import DomainPack
+
+    pack = DomainPack.load(pack_dir)
+    if pack.manifest.calibration is None:
+        raise SystemExit(f"vqa calibrate: pack {pack_dir} has no calibration slot in its manifest")
+    card = ModelCard.load(checkpoint)
+    fit = CalibrationFit(
+        model_name=card.name,
+        model_version=card.version,
+        temperature=report.temperature,
+        no_answer_threshold=report.threshold,
+        fitted_on=fitted_on,
+        questions=report.fit_questions,
+        ece_before=report.ece_before,
+        ece_after=report.ece_after,
+        fitted_at=date.today(),
+    )
+    path = pack.root / pack.manifest.calibration
+    pack.calibration.with_fit(fit).save(path)
+    print(f"pack calibration for {card.name} {card.version} written to {path}")
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -282,6 +312,11 @@ def add_training_commands(sub: Any) -> None:
     )
     cal.add_argument("--out-dir", help="where calibration.json and reliability.png go (default: the checkpoint)")
     cal.add_argument("--no-card", action="store_true", help="leave the checkpoint's card unchanged")
+    cal.add_argument(
+        "--pack",
+        help="store the temperature and threshold in this pack's calibration slot (for this model version) "
+        "instead of the card: the service uses it for the pack's traffic",
+    )
     cal.set_defaults(handler=_calibrate)
 
     exp = sub.add_parser(

@@ -164,3 +164,21 @@ def test_customer_variants_are_deterministic_and_differ() -> None:
     assert customer_variant(question, "seed") == customer_variant(question, "seed")
     variants = {customer_variant(question, f"s{i}") for i in range(20)}
     assert question not in variants and len(variants) > 5
+
+
+def test_a_new_fit_replaces_the_one_for_the_same_model_version_only(tmp_path: Path) -> None:
+    from domain.calibration import CalibrationFit, PackCalibration
+
+    def fit(version: str, threshold: float) -> CalibrationFit:
+        return CalibrationFit(
+            model_name="m", model_version=version, temperature=0.7, no_answer_threshold=threshold, fitted_on="dev"
+        )
+
+    path = tmp_path / "calibration.json"
+    PackCalibration().with_fit(fit("1", 0.3)).with_fit(fit("2", 0.4)).save(path)
+    PackCalibration.load(path).with_fit(fit("1", 0.5)).save(path)
+    loaded = PackCalibration.load(path)
+    assert len(loaded.fits) == 2
+    assert loaded.for_model("m", "1").no_answer_threshold == 0.5  # type: ignore[union-attr]
+    assert loaded.for_model("m", "2").no_answer_threshold == 0.4  # type: ignore[union-attr]
+    assert loaded.for_model("m", "3") is None
