@@ -33,13 +33,17 @@ ENV PATH=/opt/venv/bin:$PATH \
     VQA_PORT=8000 \
     VQA_MODEL_PATH=/app/models/minilm-squad \
     VQA_PACK=/app/packs/fintech \
-    VQA_KG_DATA_DIR=/tmp/vqa-graph
+    VQA_KG_DATA_DIR=/tmp/vqa-graph \
+    VQA_MODEL_REGISTRY=/app/registry/registry.json \
+    VQA_STORE_PATH=/tmp/vqa-feedback.sqlite3
 RUN groupadd --system vqa && useradd --system --gid vqa --home-dir /app --shell /usr/sbin/nologin vqa
 COPY --from=cpu-builder /opt/venv /opt/venv
 WORKDIR /app
 # The default model is baked in; mount another and set VQA_MODEL_PATH to serve it instead.
 COPY --chown=vqa:vqa models ./models
 COPY --chown=vqa:vqa packs ./packs
+# the model registry (vqa promote / rollback) is written here; mount a volume to keep it
+RUN mkdir -p /app/registry && chown vqa:vqa /app/registry
 USER vqa
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=3s --start-period=60s --retries=3 \
@@ -80,12 +84,16 @@ ENV PATH=/opt/venv/bin:$PATH \
     VQA_MAX_BATCH_WINDOWS=64 \
     VQA_MODEL_PATH=/app/models/minilm-squad \
     VQA_PACK=/app/packs/fintech \
-    VQA_KG_DATA_DIR=/tmp/vqa-graph
+    VQA_KG_DATA_DIR=/tmp/vqa-graph \
+    VQA_MODEL_REGISTRY=/app/registry/registry.json \
+    VQA_STORE_PATH=/tmp/vqa-feedback.sqlite3
 RUN groupadd --system vqa && useradd --system --gid vqa --home-dir /app --shell /usr/sbin/nologin vqa
 COPY --from=gpu-builder /opt/venv /opt/venv
 WORKDIR /app
 COPY --chown=vqa:vqa models ./models
 COPY --chown=vqa:vqa packs ./packs
+# the model registry (vqa promote / rollback) is written here; mount a volume to keep it
+RUN mkdir -p /app/registry && chown vqa:vqa /app/registry
 USER vqa
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=3s --start-period=90s --retries=3 \

@@ -28,14 +28,23 @@ def _serve(args: argparse.Namespace) -> int:
         for k, v in {"host": args.host, "port": args.port, "model_path": args.model, "pack": args.pack}.items()
         if v
     }
+    if args.model:  # an explicit checkpoint is served as given, whatever the registry says
+        overrides["model_registry"] = None
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:
         print(f"vqa serve: bad settings:\n{exc}", file=sys.stderr)
         return 2
-    if not (settings.model_path / "config.json").is_file():
+    from app.qa.registry import RegistryError, serving_checkpoint
+
+    try:
+        checkpoint, _ = serving_checkpoint(settings.model_path, settings.model_registry)
+    except RegistryError as exc:
+        print(f"vqa serve: {exc}", file=sys.stderr)
+        return 2
+    if not (checkpoint / "config.json").is_file():
         print(
-            f"vqa serve: no checkpoint at {settings.model_path} (config.json missing). "
+            f"vqa serve: no checkpoint at {checkpoint} (config.json missing). "
             "Set VQA_MODEL_PATH or --model to a Hugging Face save_pretrained directory.",
             file=sys.stderr,
         )
@@ -70,21 +79,27 @@ def build_parser() -> argparse.ArgumentParser:
     from domain.cli import add_pack_commands
     from kg.cli import add_kg_commands
     from training.cli import add_training_commands
+    from training.lifecycle_cli import add_lifecycle_commands
 
     parser = argparse.ArgumentParser(prog="vqa", description="Vertical QA: extractive question answering service.")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser(
         "serve",
         help="serve the HTTP API",
-        description="Serve POST /answer, /healthz, /readyz, /metrics and /docs. Every setting can also be given as "
-        "an environment variable VQA_<NAME> (see app/config.py and the README).",
+        description="Serve POST /answer, POST /feedback, /admin/*, /healthz, /readyz, /metrics and /docs. Every "
+        "setting can also be given as an environment variable VQA_<NAME> (see app/config.py and the README).",
     )
     serve.add_argument("--host", help="bind address (default 127.0.0.1; VQA_HOST)")
     serve.add_argument("--port", type=int, help="port (default 8000; VQA_PORT)")
-    serve.add_argument("--model", help="checkpoint directory (default models/minilm-squad; VQA_MODEL_PATH)")
+    serve.add_argument(
+        "--model",
+        help="serve this checkpoint directory, whatever the model registry says (default: the registry's serving "
+        "version, else VQA_MODEL_PATH, models/minilm-squad)",
+    )
     serve.add_argument("--pack", help="domain pack folder (default packs/fintech; VQA_PACK)")
     serve.set_defaults(handler=_serve)
     add_training_commands(sub)
+    add_lifecycle_commands(sub)
     add_pack_commands(sub, _default_pack)
     add_kg_commands(sub, _settings)
     return parser

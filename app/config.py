@@ -75,6 +75,31 @@ class Settings(BaseSettings):
     kg_health_interval_s: float = Field(default=2.0, gt=0)
     kg_heap_mb: int = Field(default=256, ge=64)
 
+    # Feedback store: answered requests and verdicts. No URL: SQLite (WAL) at store_path.
+    store_url: SecretStr | None = Field(
+        default=None, description="postgresql+psycopg://user@host:5432/db (password in VQA_STORE_PASSWORD)"
+    )
+    store_password: SecretStr = SecretStr("")
+    store_path: Path = Path("var/feedback.sqlite3")
+    record_retention_days: float = Field(default=7, gt=0, description="answered requests without feedback")
+    feedback_retention_days: float = Field(default=365, gt=0, description="answered requests with feedback")
+    record_max_passage_chars: int = Field(default=20_000, ge=0, description="passage text kept per request")
+    store_purge_interval_s: float = Field(default=3600, gt=0)
+    live_accuracy_window: int = Field(default=200, ge=1, description="newest verdicts per model version")
+
+    # Canary: labelled questions answered through the serving path every canary_interval_min (0: off), plus the
+    # newest feedback as a second set, re-run when verdicts arrive.
+    canary_interval_min: float = Field(default=15, ge=0)
+    canary_set: Path | None = Field(default=None, description="a SQuAD-format file; default: the pack's dev set")
+    canary_questions: int = Field(default=40, ge=1, le=1000)
+    canary_feedback_questions: int = Field(default=50, ge=0, le=1000, description="0: no feedback set")
+    canary_feedback_min_interval_s: float = Field(default=60, ge=0)
+
+    # Model registry and reloads: when the registry names a serving version, it is served instead of model_path.
+    model_registry: Path | None = Path("models/registry.json")
+    reload_drain_timeout_s: float = Field(default=30, gt=0, description="wait for the old model's requests")
+    admin_keys: SecretStr = SecretStr("")  # for /admin/*; empty: admin routes refuse every call
+
     @field_validator("model_path", "pack", "kg_data_dir")
     @classmethod
     def _expand(cls, value: Path) -> Path:
@@ -84,14 +109,30 @@ class Settings(BaseSettings):
     def api_key_list(self) -> tuple[str, ...]:
         return tuple(k.strip() for k in self.api_keys.get_secret_value().split(",") if k.strip())
 
+    @cached_property
+    def admin_key_list(self) -> tuple[str, ...]:
+        return tuple(k.strip() for k in self.admin_keys.get_secret_value().split(",") if k.strip())
+
     @model_validator(mode="after")
     def _refuse_placeholders(self) -> Settings:
+        if set(self.admin_key_list) & set(self.api_key_list):
+            raise ValueError("VQA_ADMIN_KEYS and VQA_API_KEYS share a key; an API key must not reload models")
         if self.environment != "development":
             weak = [k for k in self.api_key_list if k.lower() in PLACEHOLDER_SECRETS or len(k) < 16]
             if weak:
                 raise ValueError(
                     "VQA_API_KEYS holds a placeholder or short key (< 16 chars); set real keys outside development"
                 )
+            weak_admin = [k for k in self.admin_key_list if k.lower() in PLACEHOLDER_SECRETS or len(k) < 16]
+            if weak_admin:
+                raise ValueError(
+                    "VQA_ADMIN_KEYS holds a placeholder or short key (< 16 chars); set real keys outside development"
+                )
+            store_password = self.store_password.get_secret_value()
+            if self.store_url is not None and store_password and (
+                store_password.lower() in PLACEHOLDER_SECRETS or len(store_password) < 8
+            ):
+                raise ValueError("VQA_STORE_PASSWORD is a placeholder or shorter than 8 characters; set the real one")
             kg_password = self.kg_password.get_secret_value()
             if self.kg_uri is not None and (kg_password.lower() in PLACEHOLDER_SECRETS or len(kg_password) < 8):
                 raise ValueError("VQA_KG_PASSWORD is a placeholder or shorter than 8 characters; set the real one")

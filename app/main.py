@@ -5,23 +5,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
+import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import date
+from pathlib import Path
 
 from fastapi import FastAPI
 
-from app.api import answer, ops
+from app.api import admin, answer, feedback, ops
+from app.canary import CanaryLoop
 from app.config import Settings
 from app.enrich.graph import GraphEnrichment
 from app.enrich.retrieval import PassageRetriever
 from app.enrich.rules import RuleSet
 from app.errors import install_error_handlers
+from app.feedback import FeedbackDesk
 from app.metrics import ServiceMetrics
 from app.middleware import RequestContextMiddleware
 from app.qa.batcher import BatchStats, WindowBatcher
+from app.qa.model_host import ModelHost, ReloadInProgressError, ServedModel
 from app.qa.reader import Reader
+from app.qa.registry import serving_checkpoint
 from domain.pack import DomainPack
 
 log = logging.getLogger(__name__)
@@ -44,19 +49,14 @@ def _use_pack_calibration(reader: Reader, pack: DomainPack) -> None:
     log.info("calibration: pack %s, fitted on %s for %s %s", pack.name, fit.fitted_on, name, version)
 
 
-async def _load_model(
-    app: FastAPI, reader: Reader, settings: Settings, metrics: ServiceMetrics, pack: DomainPack
-) -> None:
-    """Load and warm the model off the event loop, then start the batcher; /readyz turns 200 at the end."""
-    started = time.perf_counter()
-    try:
-        await asyncio.to_thread(reader.load)
-        _use_pack_calibration(reader, pack)
-        await asyncio.to_thread(reader.warm_up)
-    except Exception as exc:
-        app.state.load_error = f"{type(exc).__name__}: {exc}"
-        log.error("model failed to load: %s", app.state.load_error)
-        return
+async def build_served_model(
+    path: Path, settings: Settings, metrics: ServiceMetrics, factory: ReaderFactory, pack: DomainPack
+) -> ServedModel:
+    """Load and warm a checkpoint off the event loop (with the pack's calibration for it) and start its batcher."""
+    reader = factory(settings.model_copy(update={"model_path": path}))
+    await asyncio.to_thread(reader.load)
+    _use_pack_calibration(reader, pack)
+    await asyncio.to_thread(reader.warm_up)
 
     def on_batch(stats: BatchStats) -> None:
         metrics.batch_windows.observe(stats.windows)
@@ -71,7 +71,14 @@ async def _load_model(
         on_queue_depth=metrics.queue_depth.set,
     )
     batcher.start()
-    app.state.batcher = batcher
+    return ServedModel(reader, batcher, path)
+
+
+def _publish_model(app: FastAPI, metrics: ServiceMetrics, served: ServedModel) -> None:
+    """Make ``served`` the model /readyz and the metrics describe (called at the moment it becomes current)."""
+    reader = served.reader
+    app.state.reader = reader
+    app.state.batcher = served.batcher
     card = reader.card
     metrics.model_info.info(
         {
@@ -82,13 +89,50 @@ async def _load_model(
             "dtype": str(reader.dtype).removeprefix("torch."),
         }
     )
+    metrics.model_eval_f1.clear()
+    metrics.model_eval_em.clear()
     for dataset, result in card.eval.items():
         metrics.model_eval_f1.labels(dataset).set(result.f1)
         metrics.model_eval_em.labels(dataset).set(result.exact_match)
-    metrics.model_load_seconds.set(time.perf_counter() - started)
     metrics.model_loaded.set(1)
     app.state.ready = True
-    log.info("ready: %s v%s in %.2fs", card.name, card.version, time.perf_counter() - started)
+
+
+async def _load_first_model(app: FastAPI, host: ModelHost, metrics: ServiceMetrics) -> None:
+    """The first load; /readyz turns 200 at the end, or reports the error."""
+    try:
+        result = await host.reload()
+    except Exception as exc:
+        app.state.load_error = f"{type(exc).__name__}: {exc}"
+        log.error("model failed to load: %s", app.state.load_error)
+        return
+    metrics.model_load_seconds.set(result.load_s)
+    log.info("ready: %s v%s in %.2fs", result.current.name, result.current.version, result.load_s)
+
+
+def _reload_on_sighup(host: ModelHost, metrics: ServiceMetrics) -> Callable[[], None]:
+    """``kill -HUP`` reloads the registry's serving version (or the configured path) without downtime."""
+    running: set[asyncio.Task[None]] = set()  # the loop keeps only weak references to tasks
+
+    def handler() -> None:
+        async def reload() -> None:
+            try:
+                result = await host.reload()
+            except ReloadInProgressError:
+                log.warning("SIGHUP ignored: a reload is already running")
+                return
+            except Exception:
+                metrics.model_reloads.labels("failed").inc()
+                log.exception("reload on SIGHUP failed; the previous model keeps serving")
+                return
+            metrics.model_reloads.labels("ok").inc()
+            log.info("reloaded on SIGHUP: %s v%s", result.current.name, result.current.version)
+
+        task = asyncio.get_running_loop().create_task(reload(), name="vqa-reload")
+        running.add(task)
+        task.add_done_callback(running.discard)
+
+    return handler
 
 
 def create_app(settings: Settings | None = None, reader_factory: ReaderFactory | None = None) -> FastAPI:
@@ -104,14 +148,38 @@ def create_app(settings: Settings | None = None, reader_factory: ReaderFactory |
     def today() -> date:
         return settings.today or pack.today()
 
+    def serving_path() -> Path:
+        path, version = serving_checkpoint(settings.model_path, settings.model_registry)
+        if version is not None:
+            log.info("model registry %s serves %s", settings.model_registry, version)
+        return path
+
+    # The canary's labelled set: the configured file, else the pack's dev set (if the pack has one).
+    canary_set = settings.canary_set
+    if canary_set is None and any(s.name == "dev" for s in pack.manifest.qa.sets):
+        canary_set = pack.qa_path("dev")
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        reader = factory(settings)
-        app.state.reader = reader
+        host = ModelHost(
+            lambda path: build_served_model(path, settings, metrics, factory, pack),
+            serving_path,
+            on_swap=lambda served: _publish_model(app, metrics, served),
+            drain_timeout_s=settings.reload_drain_timeout_s,
+        )
+        app.state.models = host
         graph = GraphEnrichment(settings, metrics, pack.graph, today)
         app.state.graph = graph
-        loader = asyncio.create_task(_load_model(app, reader, settings, metrics, pack), name="vqa-load-model")
+        desk = FeedbackDesk(settings, metrics)
+        app.state.feedback = desk
+        desk.start()
+        loader = asyncio.create_task(_load_first_model(app, host, metrics), name="vqa-load-model")
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):  # main thread only (not in tests)
+            loop.add_signal_handler(signal.SIGHUP, _reload_on_sighup(host, metrics))
         graph_starter = asyncio.create_task(graph.start(), name="vqa-start-graph")
+        canary = CanaryLoop(settings, metrics, host, desk, canary_set)
+        canary.start()
         try:
             yield
         finally:
@@ -120,10 +188,12 @@ def create_app(settings: Settings | None = None, reader_factory: ReaderFactory |
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            batcher: WindowBatcher | None = app.state.batcher
-            if batcher is not None:
-                await batcher.close()
+            await canary.close()
+            with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
+                loop.remove_signal_handler(signal.SIGHUP)
+            await host.close()
             await graph.stop()
+            await desk.close()
 
     app = FastAPI(
         title="Vertical QA",
@@ -137,12 +207,16 @@ def create_app(settings: Settings | None = None, reader_factory: ReaderFactory |
     app.state.load_error = None
     app.state.reader = None
     app.state.batcher = None
+    app.state.models = None
     app.state.graph = None
     app.state.pack = pack
     app.state.rules = rules
     app.state.retriever = retriever
+    app.state.feedback = None
     install_error_handlers(app)
     app.include_router(ops.router)
     app.include_router(answer.router)
+    app.include_router(feedback.router)
+    app.include_router(admin.router)
     app.add_middleware(RequestContextMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
     return app

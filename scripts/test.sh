@@ -15,6 +15,17 @@ if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2
     exit 1
   fi
 fi
+# A real PostgreSQL server (Debian's package; the tests start a throwaway cluster) for the feedback store's tests.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "test: installing Debian's postgresql package (server binaries for the store tests)"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+  else
+    echo "test: PostgreSQL server binaries missing; install Debian's 'postgresql' package" >&2
+    exit 1
+  fi
+fi
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 echo "== ruff"; "$VENV/bin/ruff" check app training kg domain tests bench
 echo "== mypy"; "$VENV/bin/mypy"

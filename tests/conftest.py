@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Services built by tests run without a graph unless a test asks for one (tests/*/test_graph*.py do).
 os.environ["VQA_KG_ENABLED"] = "false"
+# ... with their own feedback store (a fresh SQLite file per session), no model registry and no canary loop unless
+# a test asks: a developer's models/registry.json must not decide what the tests serve.
+_STORE_DIR = tempfile.mkdtemp(prefix="vqa-store-")
+atexit.register(shutil.rmtree, _STORE_DIR, True)
+os.environ["VQA_STORE_PATH"] = os.path.join(_STORE_DIR, "feedback.sqlite3")
+os.environ["VQA_MODEL_REGISTRY"] = os.path.join(_STORE_DIR, "no-registry.json")
+os.environ["VQA_CANARY_INTERVAL_MIN"] = "0"
 
 import pytest  # noqa: E402
 
@@ -93,3 +103,13 @@ def embedded_graph(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PACK_DIR = REPO_ROOT / "packs" / "fintech"
 DEFAULT_MODEL_DIR = REPO_ROOT / "models" / "minilm-squad"
+
+
+@pytest.fixture(scope="session")
+def postgres_server():  # type: ignore[no-untyped-def]
+    """A real PostgreSQL server (Debian's package) in a temp dir on a free port, stopped at the end of the session."""
+    from tests.postgres_server import PostgresServer
+
+    server = PostgresServer.start()
+    yield server
+    server.stop()

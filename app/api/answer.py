@@ -5,16 +5,17 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import replace
+from datetime import UTC, datetime
 
 from fastapi import APIRouter, Depends, Request
 
 from app.api.deps import (
-    BatcherDep,
+    FeedbackDeskDep,
     GraphDep,
     MetricsDep,
-    ReaderDep,
     RetrieverDep,
     RulesDep,
+    ServedModelDep,
     SettingsDep,
     require_api_key,
 )
@@ -33,6 +34,7 @@ from app.enrich.pipeline import check_answer
 from app.errors import ApiError, request_id_of
 from app.qa.batcher import DeadlineExceededError, QueueFullError
 from app.qa.reader import WindowJob
+from app.store.records import AnswerDraft, AnsweredPassage
 
 router = APIRouter(tags=["answer"], dependencies=[Depends(require_api_key)])
 
@@ -53,16 +55,17 @@ _ERRORS: dict[int | str, dict[str, object]] = {
 async def answer(
     body: AnswerRequest,
     request: Request,
-    reader: ReaderDep,
-    batcher: BatcherDep,
+    served: ServedModelDep,
     settings: SettingsDep,
     metrics: MetricsDep,
     graph: GraphDep,
     rules: RulesDep,
     retriever: RetrieverDep,
+    desk: FeedbackDeskDep,
 ) -> AnswerResponse:
     """Find the answer span(s) to a question in the given contexts."""
     started = time.perf_counter()
+    reader, batcher = served.reader, served.batcher
     total_chars = sum(len(c.text) for c in body.contexts)
     if total_chars > settings.max_total_context_chars:
         metrics.rejections.labels("too_large").inc()
@@ -73,9 +76,11 @@ async def answer(
             "(VQA_MAX_TOTAL_CONTEXT_CHARS); send fewer or shorter contexts",
         )
     retrieved: list[RetrievedPassage] = []
+    doc_ids: list[str | None]
     if body.contexts:
         texts = [c.text for c in body.contexts]
         context_ids = [c.id or str(i) for i, c in enumerate(body.contexts)]
+        doc_ids = [None] * len(texts)
     else:
         if retriever is None:
             raise ApiError(
@@ -87,6 +92,7 @@ async def answer(
         hits = await asyncio.to_thread(retriever.search, body.question, settings.retrieval_top_k, linked)
         texts = [h.passage.text for h in hits]
         context_ids = [h.passage.id for h in hits]
+        doc_ids = [h.passage.doc_id for h in hits]
         retrieved = [
             RetrievedPassage(id=h.passage.id, doc_id=h.passage.doc_id, title=h.passage.title, score=round(h.score, 4))
             for h in hits
@@ -126,6 +132,27 @@ async def answer(
         metrics.abstentions.labels(reason).inc()
     else:
         metrics.answer_score.observe(result.best_score)
+    top = checked.answers[0] if checked.answers else None
+    desk.record_answer(
+        AnswerDraft(
+            request_id=request_id_of(request),
+            created_at=datetime.now(UTC),
+            model_name=reader.card.name,
+            model_version=reader.card.version,
+            question=body.question,
+            passages=[
+                AnsweredPassage(id=cid, text=text, doc_id=doc)
+                for cid, text, doc in zip(context_ids, texts, doc_ids, strict=True)
+            ],
+            answer_text=top.text if top else None,
+            answer_score=result.best_score,
+            answer_start=top.start if top else None,
+            answer_end=top.end if top else None,
+            answer_passage=top.context_index if top else None,
+            abstained=checked.abstained,
+            abstain_reason=checked.abstain_reason,
+        )
+    )
     return AnswerResponse(
         request_id=request_id_of(request),
         answers=[

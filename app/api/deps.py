@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -12,8 +13,10 @@ from app.enrich.graph import GraphEnrichment
 from app.enrich.retrieval import PassageRetriever
 from app.enrich.rules import RuleSet
 from app.errors import ApiError
+from app.feedback import FeedbackDesk
 from app.metrics import ServiceMetrics
 from app.qa.batcher import WindowBatcher
+from app.qa.model_host import ModelHost, ServedModel
 from app.qa.reader import Reader
 
 
@@ -43,6 +46,17 @@ def get_batcher(request: Request) -> WindowBatcher:
             503, "not_ready", "the model is still loading; retry shortly (see GET /readyz)", {"Retry-After": "2"}
         )
     return batcher
+
+
+async def get_served_model(request: Request) -> AsyncIterator[ServedModel]:
+    """The current model, leased for the whole request: a reload waits for it instead of cutting it off."""
+    host: ModelHost | None = getattr(request.app.state, "models", None)
+    if host is None or host.current is None or not request.app.state.ready:
+        raise ApiError(
+            503, "not_ready", "the model is still loading; retry shortly (see GET /readyz)", {"Retry-After": "2"}
+        )
+    async with host.lease() as served:
+        yield served
 
 
 def get_graph(request: Request) -> GraphEnrichment:
@@ -91,10 +105,47 @@ def require_api_key(request: Request, settings: Annotated[Settings, Depends(get_
         raise ApiError(401, "unauthorized", "invalid API key", {"WWW-Authenticate": "Bearer"})
 
 
+def require_admin_key(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> None:
+    """Admin routes take only ``VQA_ADMIN_KEYS`` (never an API key), and refuse everything when none is set."""
+    keys = settings.admin_key_list
+    if not keys:
+        raise ApiError(403, "admin_disabled", "admin routes are off: set VQA_ADMIN_KEYS to use them")
+    presented = _presented_key(request)
+    if presented is None:
+        raise ApiError(
+            401,
+            "unauthorized",
+            "missing admin key: send 'Authorization: Bearer <admin key>' or 'X-API-Key: <admin key>'",
+            {"WWW-Authenticate": "Bearer"},
+        )
+    matched = False
+    for key in keys:
+        matched |= hmac.compare_digest(presented.encode(), key.encode())
+    if not matched:
+        raise ApiError(401, "unauthorized", "invalid admin key", {"WWW-Authenticate": "Bearer"})
+
+
+def get_model_host(request: Request) -> ModelHost:
+    host: ModelHost | None = getattr(request.app.state, "models", None)
+    if host is None:
+        raise ApiError(503, "not_ready", "the service is starting; retry shortly", {"Retry-After": "2"})
+    return host
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+ModelHostDep = Annotated[ModelHost, Depends(get_model_host)]
 MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]
 ReaderDep = Annotated[Reader, Depends(get_reader)]
 BatcherDep = Annotated[WindowBatcher, Depends(get_batcher)]
+ServedModelDep = Annotated[ServedModel, Depends(get_served_model)]
 GraphDep = Annotated[GraphEnrichment, Depends(get_graph)]
 RulesDep = Annotated[RuleSet, Depends(get_rules)]
 RetrieverDep = Annotated[PassageRetriever | None, Depends(get_retriever)]
+
+
+def get_feedback_desk(request: Request) -> FeedbackDesk:
+    desk: FeedbackDesk = request.app.state.feedback
+    return desk
+
+
+FeedbackDeskDep = Annotated[FeedbackDesk, Depends(get_feedback_desk)]

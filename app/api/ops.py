@@ -29,6 +29,9 @@ async def readyz(request: Request) -> JSONResponse:
     graph = getattr(state, "graph", None)
     # A graph outage degrades answers (no facts) but does not make the service unready.
     body["graph"] = graph.status if graph is not None else "disabled"
+    # Likewise the feedback store: answers go on while it is down (their records are dropped and counted).
+    desk = getattr(state, "feedback", None)
+    body["store"] = desk.status if desk is not None else "disabled"
     if state.load_error:
         body["error"] = state.load_error
     headers = {} if state.ready else {"Retry-After": "2"}

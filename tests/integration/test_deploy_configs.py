@@ -45,12 +45,18 @@ def test_compose_file_matches_the_compose_spec(tmp_path: Path) -> None:
 def test_compose_wires_gpu_cpu_profiles_healthchecks_and_loopback_ports() -> None:
     compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert set(services) >= {"api", "api-cpu", "neo4j", "kg-load", "prometheus", "grafana"}
+    assert set(services) >= {"api", "api-cpu", "neo4j", "kg-load", "postgres", "prometheus", "grafana"}
     assert services["api"]["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
     assert services["api"]["profiles"] == ["gpu"] and services["api-cpu"]["profiles"] == ["cpu"]
     assert services["neo4j"]["image"].startswith("neo4j:5") and "healthcheck" in services["neo4j"]
     assert services["kg-load"]["depends_on"]["neo4j"]["condition"] == "service_healthy"
     assert services["api"]["depends_on"]["kg-load"]["condition"] == "service_completed_successfully"
+    postgres = services["postgres"]
+    assert postgres["image"].startswith("postgres:") and "pg_isready" in str(postgres["healthcheck"])
+    for api in ("api", "api-cpu"):
+        assert services[api]["depends_on"]["postgres"]["condition"] == "service_healthy"
+        store_url = services[api]["environment"]["VQA_STORE_URL"]
+        assert store_url.startswith("postgresql+psycopg://vqa@postgres:"), "the password comes from secrets.env"
     for name, service in services.items():
         for port in service.get("ports", []):
             assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} beyond loopback"
@@ -73,10 +79,25 @@ def test_promtool_accepts_the_config_and_rules_and_rejects_a_broken_rule(tmp_pat
     config = _run(promtool, "check", "config", str(DEPLOY / "prometheus" / "prometheus.yml"))
     assert config.returncode == 0, config.stdout + config.stderr
     rules = _run(promtool, "check", "rules", str(DEPLOY / "prometheus" / "alerts.yml"))
-    assert rules.returncode == 0 and "7 rules found" in rules.stdout, rules.stdout + rules.stderr
+    assert rules.returncode == 0 and "9 rules found" in rules.stdout, rules.stdout + rules.stderr
     broken = tmp_path / "alerts.yml"
     broken.write_text((DEPLOY / "prometheus" / "alerts.yml").read_text().replace("> 0.05", "> > 0.05", 1))
     assert _run(promtool, "check", "rules", str(broken)).returncode != 0
+
+
+def test_the_accuracy_alerts_fire_on_a_drop_and_not_before(tmp_path: Path) -> None:
+    """promtool's rule unit tests: live accuracy below 70% over 30+ verdicts, a canary fall of 10 F1 points."""
+    promtool = _tool("promtool")
+    tests = _run(promtool, "test", "rules", str(DEPLOY / "prometheus" / "alerts.test.yml"))
+    assert tests.returncode == 0, tests.stdout + tests.stderr
+    alerts = (DEPLOY / "prometheus" / "alerts.yml").read_text()
+    for name, weakened in (("live", alerts.replace("(vqa_live_accuracy) < 0.7", "(vqa_live_accuracy) < 0.4")),
+                           ("canary", alerts.replace("[1d] offset 30m)) - 10", "[1d] offset 30m)) - 20"))):  # fmt: skip
+        assert weakened != alerts
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "alerts.yml").write_text(weakened)
+        shutil.copy(DEPLOY / "prometheus" / "alerts.test.yml", tmp_path / name)
+        assert _run(promtool, "test", "rules", str(tmp_path / name / "alerts.test.yml")).returncode != 0, name
 
 
 def test_kubernetes_manifests_validate_strictly(tmp_path: Path) -> None:
@@ -91,6 +112,10 @@ def test_kubernetes_manifests_validate_strictly(tmp_path: Path) -> None:
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert pod["terminationGracePeriodSeconds"] > 10 + 30, "longer than preStop + uvicorn's drain"
+    settings = yaml.safe_load((DEPLOY / "k8s" / "10-configmap.yaml").read_text())["data"]
+    secret = yaml.safe_load((DEPLOY / "k8s" / "11-secret.yaml").read_text())["stringData"]
+    assert settings["VQA_STORE_URL"].startswith("postgresql+psycopg://vqa@"), "no password in the ConfigMap"
+    assert {"VQA_STORE_PASSWORD", "VQA_ADMIN_KEYS"} <= set(secret)
     container["readinessProbe"]["httpGett"] = container["readinessProbe"].pop("httpGet")
     bad = tmp_path / "deployment.yaml"
     bad.write_text(yaml.safe_dump(deployment))
@@ -137,6 +162,9 @@ def test_every_dashboard_and_alert_query_names_an_exported_metric(tiny_model_dir
         "graph",
         "model",
         "accuracy",
+        "live accuracy",
+        "canary f1",
+        "feedback",
     )
     for topic in topics:
         assert topic in titles
