@@ -154,13 +154,13 @@ class CanaryLoop:
     async def _run(self) -> None:
         fixed: list[QAExample] = []
         fixed_name = ""
-        if self.settings.canary_set is not None:
+        if self.labelled_set is not None:
             try:
-                fixed = await asyncio.to_thread(load_examples, self.settings.canary_set, self.settings.canary_questions)
-                fixed_name = dataset_name(self.settings.canary_set)
+                fixed = await asyncio.to_thread(load_examples, self.labelled_set, self.settings.canary_questions)
+                fixed_name = dataset_name(self.labelled_set)
             except Exception:
                 self.metrics.canary_runs.labels("failed").inc()
-                log.exception("canary set %s cannot be read; only the feedback set runs", self.settings.canary_set)
+                log.exception("canary set %s cannot be read; only the feedback set runs", self.labelled_set)
         last_run = last_feedback_run = float("-inf")
         tried_version: str | None = None
         feedback_seen = -1
