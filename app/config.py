@@ -32,7 +32,11 @@ class Settings(BaseSettings):
     # Model
     model_path: Path = DEFAULT_MODEL_PATH
     device: str = Field(default="auto", description="auto | cpu | cuda | cuda:N")
-    cpu_threads: int | None = Field(default=None, ge=1, description="torch threads on CPU; default: all cores")
+    backend: Literal["auto", "torch", "onnx", "onnx-fp32", "onnx-int8"] = Field(
+        default="auto",
+        description="what runs the model: auto = torch on a GPU, on a CPU the checkpoint card's cpu_backend",
+    )
+    cpu_threads: int | None = Field(default=None, ge=1, description="model threads on CPU; default: all cores")
     min_score: float | None = Field(
         default=None, ge=0.0, le=1.0, description="abstain below this score; default: the checkpoint card's"
     )

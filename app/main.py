@@ -35,7 +35,9 @@ ReaderFactory = Callable[[Settings], Reader]
 
 
 def default_reader_factory(settings: Settings) -> Reader:
-    return Reader(settings.model_path, device=settings.device, num_threads=settings.cpu_threads)
+    return Reader(
+        settings.model_path, device=settings.device, num_threads=settings.cpu_threads, backend=settings.backend
+    )
 
 
 def _use_pack_calibration(reader: Reader, pack: DomainPack) -> None:
@@ -86,12 +88,13 @@ def _publish_model(app: FastAPI, metrics: ServiceMetrics, served: ServedModel) -
             "version": card.version,
             "base_model": str(card.base_model or ""),
             "device": str(reader.device),
-            "dtype": str(reader.dtype).removeprefix("torch."),
+            "dtype": reader.precision,
+            "backend": reader.backend.name,
         }
     )
     metrics.model_eval_f1.clear()
     metrics.model_eval_em.clear()
-    for dataset, result in card.eval.items():
+    for dataset, result in reader.served_eval.items():
         metrics.model_eval_f1.labels(dataset).set(result.f1)
         metrics.model_eval_em.labels(dataset).set(result.exact_match)
     metrics.model_loaded.set(1)

@@ -306,7 +306,7 @@ def calibrate_checkpoint(
 ) -> CalibrationReport:
     """Fit; write ``calibration.json`` and ``reliability.png`` to ``out_dir`` (default: next to the card); update
     the card unless ``write_card`` is false (a domain calibration belongs to its pack, not to the checkpoint)."""
-    reader = Reader(checkpoint)
+    reader = Reader(checkpoint, backend="torch")  # the temperature belongs to the weights, not to a graph of them
     reader.load()
     fit_logits = collect_logits(reader, fit_examples)
     held_logits = collect_logits(reader, heldout_examples)

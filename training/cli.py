@@ -84,14 +84,19 @@ def _train(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     from app.qa.card import EvalResult, ModelCard
-    from app.qa.reader import Reader
+    from app.qa.reader import ModelLoadError, Reader
     from training.abstention import outcomes, precision_coverage_curve, served_report
     from training.evaluate import evaluate_examples, write_report
     from training.squad import dataset_name, load_examples
 
     checkpoint = Path(args.checkpoint)
-    reader = Reader(checkpoint, device=args.device, num_threads=args.threads)
-    reader.load()
+    reader = Reader(checkpoint, device=args.device, num_threads=args.threads, backend=args.backend)
+    try:
+        reader.load()
+    except ModelLoadError as exc:
+        print(f"vqa eval: {exc}", file=sys.stderr)
+        return 2
+    print(f"vqa eval: {checkpoint} on {reader.backend.name} ({reader.precision}, {reader.device})", file=sys.stderr)
     threshold = args.min_score if args.min_score is not None else reader.card.no_answer_threshold
     report: dict[str, Any] = {}
     for dataset in args.data:
@@ -109,7 +114,7 @@ def _eval(args: argparse.Namespace) -> int:
         print(md_path.read_text(encoding="utf-8"))
         if args.write_card:
             card = ModelCard.load(checkpoint)
-            card.eval[key] = EvalResult(
+            scores = EvalResult(
                 exact_match=round(outcome.exact_match, 2),
                 f1=round(outcome.f1, 2),
                 questions=outcome.questions,
@@ -119,6 +124,9 @@ def _eval(args: argparse.Namespace) -> int:
                 unanswerable=served.unanswerable,
                 unanswerable_abstained=round(served.unanswerable_abstained, 2) if served.unanswerable else None,
             )
+            export = card.onnx_export(reader.backend.name)
+            # an ONNX graph's scores go with the graph; the card's own eval is the torch weights'
+            (export.eval if export is not None else card.eval)[key] = scores
             card.save(checkpoint)
     print(json.dumps(report, indent=2))
     return 0
@@ -199,10 +207,32 @@ def _save_pack_fit(pack_dir: Path, checkpoint: Path, report: Any, fitted_on: str
 
 
 def _export(args: argparse.Namespace) -> int:
-    from training.export import export_checkpoint
+    from app.qa.card import ModelCard
+    from training.export import export_checkpoint, export_onnx
 
-    weights = export_checkpoint(Path(args.checkpoint), Path(args.out), args.rebuild_command, half=not args.fp32)
-    print(f"exported {weights} ({weights.stat().st_size / 1e6:.1f} MB)")
+    checkpoint = Path(args.checkpoint)
+    if not (checkpoint / "config.json").is_file():
+        print(f"vqa export: no checkpoint (config.json) at {checkpoint}", file=sys.stderr)
+        return 2
+    onnx = args.onnx or args.int8
+    if args.out is None and not onnx:
+        print("vqa export: give --out (serving copy) and/or --onnx (ONNX graph next to the weights)", file=sys.stderr)
+        return 2
+    if args.out is not None:
+        weights = export_checkpoint(checkpoint, Path(args.out), args.rebuild_command, half=not args.fp32)
+        print(f"exported {weights} ({weights.stat().st_size / 1e6:.1f} MB)")
+        checkpoint = Path(args.out)
+    if onnx:
+        command = f"vqa export --checkpoint {checkpoint} --onnx" + (" --int8" if args.int8 else "")
+        result = export_onnx(checkpoint, int8=args.int8, cpu_default=not args.no_cpu_default, command=command)
+        entry = result.entry
+        print(
+            f"exported {result.path} ({result.path.stat().st_size / 1e6:.1f} MB, {entry.precision}, opset "
+            f"{entry.opset}) in {result.seconds:.1f}s; fused {entry.optimization['fused_operators']}; "
+            f"check against torch {entry.check}"
+        )
+        served = ModelCard.load(checkpoint).cpu_backend
+        print(f"{checkpoint}/qa_model.json: cpu_backend = {served} (what VQA_BACKEND=auto serves on a CPU)")
     return 0
 
 
@@ -273,7 +303,13 @@ def add_training_commands(sub: Any) -> None:
     ev.add_argument("--data", action="append", required=True, help="SQuAD-format file; repeat for several")
     ev.add_argument("--limit", type=int, help="first N questions only")
     ev.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    ev.add_argument("--threads", type=int, help="torch CPU threads")
+    ev.add_argument("--threads", type=int, help="CPU threads of the backend")
+    ev.add_argument(
+        "--backend",
+        default="auto",
+        choices=["auto", "torch", "onnx", "onnx-fp32", "onnx-int8"],
+        help="what runs the model (as VQA_BACKEND): auto is what the service would serve",
+    )
     ev.add_argument("--report-dir", help="where reports go (default: the checkpoint directory)")
     ev.add_argument("--write-card", action="store_true", help="store EM/F1 in the checkpoint's qa_model.json")
     ev.add_argument("--set-name", help="name of the set in reports and the card (default: the file name)")
@@ -321,11 +357,21 @@ def add_training_commands(sub: Any) -> None:
 
     exp = sub.add_parser(
         "export",
-        help="write a compact serving copy of a checkpoint (fp16 safetensors + tokenizer + card)",
+        help="write a compact serving copy of a checkpoint and/or ONNX graphs of its weights",
+        description="--out writes a serving copy (fp16 safetensors + tokenizer + card). --onnx writes an ONNX graph "
+        "of the weights next to them (in --out if given, else in --checkpoint): fused fp32 (model_fp32.onnx), or "
+        "with --int8 dynamically quantised (model_int8.onnx), recorded in the card, which then serves it on CPUs.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     exp.add_argument("--checkpoint", required=True, help="trained checkpoint directory")
-    exp.add_argument("--out", required=True, help="target directory (replaced)")
+    exp.add_argument("--out", help="target directory of the serving copy (replaced)")
     exp.add_argument("--rebuild-command", help="the command(s) that rebuilt it, stored in the card")
-    exp.add_argument("--fp32", action="store_true", help="keep fp32 weights instead of fp16")
+    exp.add_argument("--fp32", action="store_true", help="keep fp32 weights instead of fp16 in the serving copy")
+    exp.add_argument("--onnx", action="store_true", help="write a fused fp32 ONNX graph next to the weights")
+    exp.add_argument("--int8", action="store_true", help="write the int8 (dynamically quantised) graph instead")
+    exp.add_argument(
+        "--no-cpu-default",
+        action="store_true",
+        help="record the graph in the card without making it what serves on CPUs (cpu_backend stays as it is)",
+    )
     exp.set_defaults(handler=_export)

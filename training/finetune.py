@@ -359,7 +359,7 @@ def _save_checkpoint(
 
 def _evaluate(checkpoint: Path, config: TrainConfig) -> EvalResult:
     assert config.dev is not None
-    reader = Reader(checkpoint)
+    reader = Reader(checkpoint, backend="torch")
     reader.load()
     outcome = evaluate_examples(reader, load_examples(config.dev, limit=config.eval_limit), progress=config.progress)
     return EvalResult(exact_match=round(outcome.exact_match, 2), f1=round(outcome.f1, 2), questions=outcome.questions)

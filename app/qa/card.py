@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -50,6 +50,43 @@ class Calibration(BaseModel):
     questions: int | None = None
 
 
+CpuBackend = Literal["torch", "onnx-fp32", "onnx-int8"]
+
+
+class OnnxQuantization(BaseModel):
+    """How an int8 graph was quantised (ONNX Runtime's ``quantize_dynamic``)."""
+
+    method: Literal["dynamic"] = "dynamic"
+    format: Literal["QOperator"] = "QOperator"
+    weight_type: Literal["int8", "uint8"] = "int8"
+    activation_type: Literal["uint8"] = "uint8"  # dynamic quantisation computes uint8 activation scales per batch
+    per_channel: bool = True
+    reduce_range: bool = False
+    op_types: list[str] = Field(default_factory=list)
+
+
+class OnnxExport(BaseModel):
+    """One ONNX graph of the checkpoint's weights, written by ``vqa export --onnx`` next to them."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    file: str
+    precision: Literal["fp32", "int8"]
+    opset: int
+    optimization: dict[str, Any] = Field(default_factory=dict)  # optimiser, model type, fused operator counts
+    quantization: OnnxQuantization | None = None
+    sha256: str
+    weights_sha256: str  # of the safetensors it was exported from: a graph of other weights is stale
+    onnxruntime_version: str
+    exported_by: str | None = None  # the command that wrote it
+    check: dict[str, float] = Field(default_factory=dict)  # agreement with the torch forward at export time
+    eval: dict[str, EvalResult] = Field(default_factory=dict)  # scores of this graph (vqa eval --backend)
+
+    @property
+    def backend(self) -> CpuBackend:
+        return "onnx-int8" if self.precision == "int8" else "onnx-fp32"
+
+
 class ModelCard(BaseModel):
     """What the service needs to know about a checkpoint beyond its weights."""
 
@@ -67,6 +104,13 @@ class ModelCard(BaseModel):
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
     eval: dict[str, EvalResult] = Field(default_factory=dict)
     rebuild_command: str | None = None
+    # What serves on a CPU when VQA_BACKEND=auto (a GPU always runs the torch weights in bf16).
+    cpu_backend: CpuBackend = "torch"
+    onnx: list[OnnxExport] = Field(default_factory=list)
+
+    def onnx_export(self, backend: str) -> OnnxExport | None:
+        """The card's ONNX graph for ``backend`` (``onnx-fp32`` or ``onnx-int8``), if it has one."""
+        return next((e for e in self.onnx if e.backend == backend), None)
 
     @classmethod
     def load(cls, checkpoint_dir: Path) -> ModelCard:

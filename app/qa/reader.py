@@ -11,18 +11,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
-from transformers import AutoModelForQuestionAnswering, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from app.qa.card import ModelCard
+from app.qa.backends import EncodedBatch, ModelBackend, ModelLoadError, select_backend
+from app.qa.card import EvalResult, ModelCard
 from app.qa.spans import SpanDecoder
 from app.qa.windows import TokenizerPerThread, Window, WindowConfig, encode_windows, plan_length_groups
 
+__all__ = ["ModelLoadError", "Reader", "ReaderResult", "SpanAnswer", "WindowJob", "WindowPrediction"]
+
 log = logging.getLogger(__name__)
-
-
-class ModelLoadError(RuntimeError):
-    """The checkpoint directory is missing or unusable; the message says which path and why."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,22 +72,29 @@ class Reader:
     decoding included) and :meth:`postprocess` (token spans -> character spans, merged across windows and contexts).
     :meth:`answer_batch` chains them for offline use (evaluation, benchmarks).
 
-    On CUDA the model runs in bf16; on the CPU in fp32 (bf16 matmuls are slow on most CPUs).
+    The model itself runs in a backend (:mod:`app.qa.backends`): the Hugging Face weights in torch (bf16 on CUDA,
+    fp32 on the CPU) or an ONNX graph of them in ONNX Runtime (fused fp32 or int8, CPU), picked by ``backend``
+    (``VQA_BACKEND``) and the checkpoint card. Windows and span decoding are the same whichever runs.
     """
 
-    def __init__(self, model_path: Path | str, device: str = "auto", num_threads: int | None = None) -> None:
+    def __init__(
+        self,
+        model_path: Path | str,
+        device: str = "auto",
+        num_threads: int | None = None,
+        backend: str = "auto",
+    ) -> None:
         self.model_path = Path(model_path)
         self.requested_device = device
+        self.requested_backend = backend
         self.num_threads = num_threads
         self.card = ModelCard(name=self.model_path.name)
         self.window_config = WindowConfig()
-        self._model: torch.nn.Module | None = None
+        self._backend: ModelBackend | None = None
         self._tokenizers: TokenizerPerThread | None = None
         self._decoder = SpanDecoder()
         self._uses_token_types = False
         self._pad_id = 0
-        self.device = torch.device("cpu")
-        self.dtype = torch.float32
         # One forward at a time: the model is shared and a second concurrent forward only fights for the same cores.
         self._forward_lock = threading.Lock()
         self.load_seconds: float | None = None
@@ -95,7 +102,7 @@ class Reader:
     # ------------------------------------------------------------------ loading
     @property
     def loaded(self) -> bool:
-        return self._model is not None
+        return self._backend is not None
 
     @property
     def tokenizer(self) -> PreTrainedTokenizerBase:
@@ -105,13 +112,32 @@ class Reader:
         return self._tokenizers.get()
 
     @property
-    def model(self) -> torch.nn.Module:
-        if self._model is None:
+    def backend(self) -> ModelBackend:
+        """What runs the model: its ``name`` (torch, onnx-fp32, onnx-int8), ``precision`` and ``device``."""
+        if self._backend is None:
             raise RuntimeError("Reader.load() has not been called")
-        return self._model
+        return self._backend
+
+    @property
+    def device(self) -> torch.device:
+        return self._backend.device if self._backend is not None else torch.device("cpu")
+
+    @property
+    def precision(self) -> str:
+        """float32, bfloat16 or int8."""
+        return self._backend.precision if self._backend is not None else "float32"
+
+    @property
+    def served_eval(self) -> dict[str, EvalResult]:
+        """Scores of what serves: an ONNX graph's own evaluations when it has any, else the card's (torch)."""
+        if self._backend is not None and self._backend.name != "torch":
+            export = self.card.onnx_export(self._backend.name)
+            if export is not None and export.eval:
+                return export.eval
+        return self.card.eval
 
     def load(self) -> None:
-        """Read tokenizer, weights and card from ``model_path``; pick the device and dtype."""
+        """Read tokenizer, card and weights (or ONNX graph) from ``model_path``; pick the backend and device."""
         started = time.perf_counter()
         path = self.model_path
         if not (path / "config.json").is_file():
@@ -120,23 +146,17 @@ class Reader:
                 "(set VQA_MODEL_PATH to one, e.g. models/minilm-squad)"
             )
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        if self.requested_device == "auto":
-            self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        else:
-            self.device = torch.device(self.requested_device)
-        self.dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
-        if self.device.type == "cpu" and self.num_threads:
-            torch.set_num_threads(self.num_threads)
         try:
             self.card = ModelCard.load(path)
             tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-            model = AutoModelForQuestionAnswering.from_pretrained(str(path), local_files_only=True, dtype=self.dtype)
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"cannot load checkpoint at {path}: {exc}") from exc
         if not tokenizer.is_fast:
             raise ModelLoadError(f"{path}: a fast tokenizer (tokenizer.json) is required for character offsets")
-        model.to(self.device)
-        model.eval()
+        backend = select_backend(
+            self.requested_backend, path, self.card, device=self.requested_device, num_threads=self.num_threads
+        )
+        backend.load()
         self.window_config = WindowConfig(
             max_seq_len=min(self.card.max_seq_len, tokenizer.model_max_length or self.card.max_seq_len),
             stride=self.card.stride,
@@ -146,15 +166,16 @@ class Reader:
         self._uses_token_types = "token_type_ids" in tokenizer.model_input_names
         self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self._tokenizers = TokenizerPerThread(tokenizer)
-        self._model = model
+        self._backend = backend
         self.load_seconds = time.perf_counter() - started
         log.info(
-            "loaded %s v%s from %s on %s (%s) in %.2fs",
+            "loaded %s v%s from %s: %s on %s (%s) in %.2fs",
             self.card.name,
             self.card.version,
             path,
-            self.device,
-            self.dtype,
+            backend.name,
+            backend.device,
+            backend.precision,
             self.load_seconds,
         )
 
@@ -191,24 +212,21 @@ class Reader:
         width = max(len(j.window) for j in jobs)
         width = -(-width // 8) * 8  # multiples of 8 suit the matmul kernels; padding is masked anyway
         n = len(jobs)
-        ids = torch.full((n, width), self._pad_id, dtype=torch.long)
-        attention = torch.zeros((n, width), dtype=torch.long)
-        types = torch.zeros((n, width), dtype=torch.long)
-        context_mask = torch.zeros((n, width), dtype=torch.bool)
+        ids = np.full((n, width), self._pad_id, dtype=np.int64)
+        attention = np.zeros((n, width), dtype=np.int64)
+        types = np.zeros((n, width), dtype=np.int64) if self._uses_token_types else None
+        context_mask = np.zeros((n, width), dtype=np.bool_)
         for row, job in enumerate(jobs):
             w = job.window
             length = len(w.input_ids)
-            ids[row, :length] = torch.tensor(w.input_ids)
+            ids[row, :length] = w.input_ids
             attention[row, :length] = 1
-            if w.token_type_ids is not None:
-                types[row, :length] = torch.tensor(w.token_type_ids)
+            if types is not None and w.token_type_ids is not None:
+                types[row, :length] = w.token_type_ids
             context_mask[row, w.context_start : w.context_end] = True
-        inputs = {"input_ids": ids.to(self.device), "attention_mask": attention.to(self.device)}
-        if self._uses_token_types:
-            inputs["token_type_ids"] = types.to(self.device)
-        with self._forward_lock, torch.inference_mode():
-            outputs = self.model(**inputs)
-        return outputs.start_logits, outputs.end_logits, context_mask.to(self.device)
+        with self._forward_lock:
+            start_logits, end_logits = self.backend.run(EncodedBatch(ids, attention, types))
+        return start_logits, end_logits, torch.from_numpy(context_mask).to(start_logits.device)
 
     def forward(self, jobs: Sequence[WindowJob]) -> list[WindowPrediction]:
         """Run one padded batch of windows and decode their spans on the model's device; outputs match ``jobs``."""

@@ -60,7 +60,14 @@ def test_request_counters_equal_the_requests_made(service: RunningService) -> No
     assert _value(after, "vqa_queue_depth") == 0
     assert (
         _value(
-            after, "vqa_model_info", name="tiny-test", version="t1", base_model="random", device="cpu", dtype="float32"
+            after,
+            "vqa_model_info",
+            name="tiny-test",
+            version="t1",
+            base_model="random",
+            device="cpu",
+            dtype="float32",
+            backend="torch",
         )
         == 1
     )
