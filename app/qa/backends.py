@@ -17,6 +17,7 @@ import logging
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -127,10 +128,16 @@ class TorchBackend(ModelBackend):
 
 
 class OnnxBackend(ModelBackend):
-    """An ONNX graph of the checkpoint run by ONNX Runtime on the CPU, one intra-op thread per core.
+    """An ONNX graph of the checkpoint run by ONNX Runtime on the CPU.
 
     The graph takes ``input_ids``, ``attention_mask`` (and ``token_type_ids`` if the model uses them) with dynamic
     batch and sequence axes and returns ``start_logits`` and ``end_logits``; ``vqa export --onnx`` writes it.
+
+    How a batch runs suits a small CPU (measured in bench/RESULTS.md): a single window runs on all cores (intra-op
+    threads, for the latency of a lone request), while a batch of several is spread over the cores one window at a
+    time, each window on one core at its own length, no padding. On this 2-core machine, stacking windows into one
+    padded tensor costs more CPU per window than running them one by one, and one window per core avoids the
+    threads' synchronisation inside every operator.
     """
 
     def __init__(self, path: Path, export: OnnxExport, num_threads: int | None = None) -> None:
@@ -140,40 +147,70 @@ class OnnxBackend(ModelBackend):
         self.precision = "int8" if export.precision == "int8" else "float32"
         self.device = torch.device("cpu")
         self.num_threads = num_threads or cpu_cores()
-        self._session: Any = None
+        self._session: Any = None  # all cores on one window
+        self._per_core: Any = None  # one core per window, called from several threads at once
+        self._pool: ThreadPoolExecutor | None = None
         self._input_names: set[str] = set()
 
-    def load(self) -> None:
+    def _open(self, graph: Path, threads: int) -> Any:
         import onnxruntime as ort
 
-        graph = self.path / self.export.file
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.intra_op_num_threads = self.num_threads
+        options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         # Idle pool threads would spin for the next batch and take the cores that tokenising, decoding and the
-        # event loop need between batches (measured in bench/RESULTS.md).
+        # event loop need between batches.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        return ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+
+    def load(self) -> None:
+        graph = self.path / self.export.file
         try:
-            session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+            session = self._open(graph, self.num_threads)
+            if self.num_threads > 1:
+                self._per_core = self._open(graph, 1)
         except Exception as exc:  # onnxruntime raises its own exception types for unreadable graphs
             raise ModelLoadError(f"cannot load ONNX graph {graph}: {exc}") from exc
         self._input_names = {i.name for i in session.get_inputs()}
         missing = {"input_ids", "attention_mask"} - self._input_names
         if missing:
             raise ModelLoadError(f"ONNX graph {graph} lacks the inputs {sorted(missing)}; re-run vqa export --onnx")
+        if self._per_core is not None:
+            self._pool = ThreadPoolExecutor(max_workers=self.num_threads, thread_name_prefix="vqa-onnx")
         self._session = session
 
-    def run(self, batch: EncodedBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        if self._session is None:
-            raise RuntimeError("OnnxBackend.load() has not been called")
+    def _feeds(self, batch: EncodedBatch) -> dict[str, np.ndarray]:
         feeds = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
         if "token_type_ids" in self._input_names:
             feeds["token_type_ids"] = (
                 batch.token_type_ids if batch.token_type_ids is not None else np.zeros_like(batch.input_ids)
             )
-        start, end = self._session.run(["start_logits", "end_logits"], feeds)
+        return feeds
+
+    def run(self, batch: EncodedBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._session is None:
+            raise RuntimeError("OnnxBackend.load() has not been called")
+        feeds = self._feeds(batch)
+        windows, width = batch.input_ids.shape
+        if windows == 1 or self._pool is None:
+            start, end = self._session.run(["start_logits", "end_logits"], feeds)
+            return torch.from_numpy(start), torch.from_numpy(end)
+        # Padding positions keep logit 0: the span decoder masks everything outside the context anyway.
+        start = np.zeros((windows, width), dtype=np.float32)
+        end = np.zeros((windows, width), dtype=np.float32)
+        lengths = batch.attention_mask.sum(axis=1)
+
+        def one_window(row: int) -> None:
+            length = int(lengths[row])
+            row_feeds = {name: array[row : row + 1, :length] for name, array in feeds.items()}
+            row_start, row_end = self._per_core.run(["start_logits", "end_logits"], row_feeds)
+            start[row, :length] = row_start[0]
+            end[row, :length] = row_end[0]
+
+        # longest first, so that no core is left with a long window at the end
+        list(self._pool.map(one_window, sorted(range(windows), key=lambda r: -int(lengths[r]))))
         return torch.from_numpy(start), torch.from_numpy(end)
 
 

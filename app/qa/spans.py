@@ -84,18 +84,20 @@ class SpanDecoder:
         end_lp = torch.log_softmax(torch.where(allowed, end_logits.float() / self.temperature, neg_inf), dim=-1)
         null_lp = start_lp[:, 0] + end_lp[:, 0]
 
-        positions = torch.arange(seq, device=device)
-        length = positions[None, :] - positions[:, None]  # [start, end] -> end - start
-        band = (length[None, :, :] >= 0) & (length[None, :, :] < max_answer_len[:, None, None])
-        valid = band & context_mask[:, :, None] & context_mask[:, None, :]
-        scores = start_lp[:, :, None] + end_lp[:, None, :]
-        scores = torch.where(valid, scores, neg_inf).reshape(windows, seq * seq)
+        # Only spans shorter than max_answer_len can win, so scores live in a band [windows, start, length] rather
+        # than a [windows, start, end] square: at 384 tokens and 30-token answers that is 13x fewer scores to mask
+        # and rank (measured: decoding took a tenth of a CPU request's time before).
+        band = max(1, min(int(max_answer_len.max()), seq))
+        no_end = torch.full((windows, band - 1), float("-inf"), device=device)
+        ends_by_length = torch.cat([end_lp, no_end], dim=1).unfold(1, band, 1)  # [w, s, d] = end_lp[w, s + d]
+        end_in_context = torch.cat(
+            [context_mask, torch.zeros((windows, band - 1), dtype=torch.bool, device=device)], dim=1
+        ).unfold(1, band, 1)
+        lengths = torch.arange(band, device=device)  # end - start
+        valid = context_mask[:, :, None] & end_in_context & (lengths[None, None, :] < max_answer_len[:, None, None])
+        scores = torch.where(valid, start_lp[:, :, None] + ends_by_length, neg_inf).reshape(windows, seq * band)
 
-        k = min(top_k, seq * seq)
+        k = min(top_k, seq * band)
         best, flat = torch.topk(scores, k, dim=-1)
-        return SpanCandidates(
-            log_probs=best,
-            starts=torch.div(flat, seq, rounding_mode="floor"),
-            ends=flat % seq,
-            null_log_probs=null_lp,
-        )
+        starts = torch.div(flat, band, rounding_mode="floor")
+        return SpanCandidates(log_probs=best, starts=starts, ends=starts + flat % band, null_log_probs=null_lp)

@@ -8,12 +8,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file, save_file
 
 from app.cli import main
-from app.qa.backends import ModelLoadError
+from app.qa.backends import ModelLoadError, OnnxBackend
 from app.qa.card import ModelCard
-from app.qa.reader import Reader
+from app.qa.reader import Reader, WindowJob
 from training.export import export_onnx
 
 CONTEXT = (
@@ -67,6 +68,27 @@ def test_fused_fp32_graph_answers_like_torch(exported_dir: Path) -> None:
     for row_got, row_expected in zip(got, expected, strict=True):
         for a, b in zip(row_got, row_expected, strict=True):
             assert a[3] == pytest.approx(b[3], abs=1e-4)
+
+
+def test_a_batch_spread_over_cores_matches_one_padded_run(exported_dir: Path) -> None:
+    """Several windows run one per core at their own length; the logits equal one padded batch's."""
+    reader = Reader(exported_dir, device="cpu", backend="onnx-fp32")
+    reader.load()
+    windows = reader.preprocess("How long do transfers take?", [CONTEXT, "Urgent payments cost £3.50 each."])
+    assert len(windows) > 2 and len({len(w) for w in windows}) > 1
+    jobs = [WindowJob(w) for w in windows]
+    export = ModelCard.load(exported_dir).onnx_export("onnx-fp32")
+    assert export is not None
+    spread, one_run = OnnxBackend(exported_dir, export, num_threads=2), OnnxBackend(exported_dir, export, num_threads=1)
+    spread.load()
+    one_run.load()
+    results = []
+    for backend in (spread, one_run):
+        reader._backend = backend
+        start, end, mask = reader.logits(jobs)
+        results.append((start[mask], end[mask]))
+    assert torch.allclose(results[0][0], results[1][0], atol=1e-4)
+    assert torch.allclose(results[0][1], results[1][1], atol=1e-4)
 
 
 def test_auto_serves_the_cards_cpu_backend(exported_dir: Path) -> None:

@@ -87,3 +87,32 @@ def test_bad_arguments_are_refused() -> None:
         SpanDecoder().decode(start, end[:, :3], mask, torch.tensor([30]), top_k=1)
     with pytest.raises(ValueError, match="temperature"):
         SpanDecoder(0.0)
+
+
+def test_decoding_matches_a_brute_force_search_over_all_spans() -> None:
+    """Random logits, contexts and per-window limits: the k best spans are exactly those of an exhaustive search."""
+    generator = torch.Generator().manual_seed(7)
+    windows, seq, top_k = 6, 40, 5
+    start = torch.randn((windows, seq), generator=generator) * 3
+    end = torch.randn((windows, seq), generator=generator) * 3
+    mask = torch.zeros((windows, seq), dtype=torch.bool)
+    limits = torch.tensor([1, 3, 8, 30, 64, 12])
+    for row, (lo, hi) in enumerate([(5, 40), (10, 20), (2, 39), (15, 16), (1, 40), (30, 38)]):
+        mask[row, lo:hi] = True
+    out = SpanDecoder(0.7).decode(start, end, mask, limits, top_k=top_k).to_lists()
+    for row in range(windows):
+        allowed = mask[row].clone()
+        allowed[0] = True
+        start_lp = torch.log_softmax(torch.where(allowed, start[row] / 0.7, torch.tensor(float("-inf"))), dim=-1)
+        end_lp = torch.log_softmax(torch.where(allowed, end[row] / 0.7, torch.tensor(float("-inf"))), dim=-1)
+        spans = sorted(
+            (
+                (float(start_lp[s] + end_lp[e]), s, e)
+                for s in range(seq)
+                for e in range(s, seq)
+                if mask[row, s] and mask[row, e] and e - s < int(limits[row])
+            ),
+            reverse=True,
+        )[:top_k]
+        assert [(s, e) for _, s, e in out[row]] == [(s, e) for _, s, e in spans]
+        assert [p for p, _, _ in out[row]] == pytest.approx([p for p, _, _ in spans], abs=1e-5)
