@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -263,6 +264,11 @@ def served_backend(url: str) -> str:
 async def drive(
     url: str, examples: list[QAExample], clients: int
 ) -> tuple[float, dict[str, float], dict[str, str], int]:
+    """``clients`` concurrent keep-alive connections, each sending its next question when the last is answered.
+
+    aiohttp rather than httpx: the load generator shares the 2 cores with the service, and httpx costs about 3 ms of
+    CPU per request here against 0.35 ms for aiohttp.
+    """
     queue: asyncio.Queue[QAExample] = asyncio.Queue()
     for ex in examples:
         queue.put_nowait(ex)
@@ -270,22 +276,23 @@ async def drive(
     predictions: dict[str, str] = {}
     errors = 0
 
-    async def client(http: httpx.AsyncClient) -> None:
+    async def client(http: aiohttp.ClientSession) -> None:
         nonlocal errors
         while not queue.empty():
             ex = queue.get_nowait()
             body = {"question": ex.question, "contexts": [{"text": ex.context}], "min_score": 0}
             t0 = time.perf_counter()
-            r = await http.post("/answer", json=body)
+            async with http.post("/answer", json=body) as response:
+                answer = await response.json() if response.status == 200 else None
             latencies[ex.id] = (time.perf_counter() - t0) * 1000
-            if r.status_code != 200:
+            if answer is None:
                 errors += 1
                 continue
-            answers = r.json()["answers"]
-            predictions[ex.id] = answers[0]["text"] if answers else ""
+            predictions[ex.id] = answer["answers"][0]["text"] if answer["answers"] else ""
 
-    limits = httpx.Limits(max_connections=clients)
-    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as http:
+    connector = aiohttp.TCPConnector(limit=clients)
+    timeout = aiohttp.ClientTimeout(total=120)
+    async with aiohttp.ClientSession(url, connector=connector, timeout=timeout) as http:
         started = time.perf_counter()
         await asyncio.gather(*(client(http) for _ in range(clients)))
         return time.perf_counter() - started, latencies, predictions, errors

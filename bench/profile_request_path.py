@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -310,21 +311,23 @@ def histogram_sum(url: str, name: str, **labels: str) -> tuple[float, float]:
 
 
 async def drive(url: str, bodies: list[dict[str, object]], clients: int) -> tuple[float, list[dict[str, Any]]]:
+    """``clients`` keep-alive connections in a closed loop (aiohttp: a light load generator, see bench_answer.py)."""
     queue: asyncio.Queue[dict[str, object]] = asyncio.Queue()
     for body in bodies:
         queue.put_nowait(body)
     results: list[dict[str, Any]] = []
 
-    async def client(http: httpx.AsyncClient) -> None:
+    async def client(http: aiohttp.ClientSession) -> None:
         while not queue.empty():
             body = queue.get_nowait()
             t0 = time.perf_counter()
-            r = await http.post("/answer", json=body)
+            async with http.post("/answer", json=body) as response:
+                payload = await response.json() if response.status == 200 else None
             ms = (time.perf_counter() - t0) * 1000
-            results.append({"ms": ms, "status": r.status_code, "json": r.json() if r.status_code == 200 else None})
+            results.append({"ms": ms, "status": response.status, "json": payload})
 
-    limits = httpx.Limits(max_connections=clients)
-    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as http:
+    connector = aiohttp.TCPConnector(limit=clients)
+    async with aiohttp.ClientSession(url, connector=connector, timeout=aiohttp.ClientTimeout(total=120)) as http:
         started = time.perf_counter()
         await asyncio.gather(*(client(http) for _ in range(clients)))
         return time.perf_counter() - started, results

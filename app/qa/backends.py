@@ -103,8 +103,8 @@ class TorchBackend(ModelBackend):
         self.device = resolve_device(self.requested_device)
         self.dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
         self.precision = str(self.dtype).removeprefix("torch.")
-        if self.device.type == "cpu" and self.num_threads:
-            torch.set_num_threads(self.num_threads)
+        if self.device.type == "cpu":
+            torch.set_num_threads(self.num_threads or cpu_cores())
         try:
             model = AutoModelForQuestionAnswering.from_pretrained(
                 str(self.path), local_files_only=True, dtype=self.dtype
@@ -179,6 +179,8 @@ class OnnxBackend(ModelBackend):
             raise ModelLoadError(f"ONNX graph {graph} lacks the inputs {sorted(missing)}; re-run vqa export --onnx")
         if self._per_core is not None:
             self._pool = ThreadPoolExecutor(max_workers=self.num_threads, thread_name_prefix="vqa-onnx")
+        # torch only decodes spans here: small tensors, for which a second OpenMP thread costs more than it saves
+        torch.set_num_threads(1)
         self._session = session
 
     def _feeds(self, batch: EncodedBatch) -> dict[str, np.ndarray]:
