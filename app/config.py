@@ -43,7 +43,9 @@ class Settings(BaseSettings):
 
     # Batching and deadlines
     max_batch_windows: int = Field(default=32, ge=1, le=1024)
-    max_wait_ms: float = Field(default=5.0, ge=0.0, le=10_000)
+    max_wait_ms: float | None = Field(
+        default=None, ge=0.0, le=10_000, description="wait to fill a batch; default 5 ms on a GPU, none on the CPU"
+    )
     max_queue_windows: int = Field(default=512, ge=1)
     request_timeout_ms: float = Field(default=10_000, gt=0)
 

@@ -33,6 +33,12 @@ log = logging.getLogger(__name__)
 
 ReaderFactory = Callable[[Settings], Reader]
 
+# A GPU runs a batch of 32 windows in about the time of one, so waiting a few ms to fill a batch pays. On the CPU a
+# batch costs its windows' sum and the windows that arrive while one runs make the next batch anyway: waiting only
+# adds latency (up to max_wait_ms to every request at low load; bench/RESULTS.md).
+GPU_MAX_WAIT_MS = 5.0
+CPU_MAX_WAIT_MS = 0.0
+
 
 def default_reader_factory(settings: Settings) -> Reader:
     return Reader(
@@ -67,7 +73,9 @@ async def build_served_model(
     batcher = WindowBatcher(
         reader.forward,
         max_batch_windows=settings.max_batch_windows,
-        max_wait_ms=settings.max_wait_ms,
+        max_wait_ms=settings.max_wait_ms
+        if settings.max_wait_ms is not None
+        else (GPU_MAX_WAIT_MS if reader.device.type == "cuda" else CPU_MAX_WAIT_MS),
         max_queue_windows=settings.max_queue_windows,
         on_batch=on_batch,
         on_queue_depth=metrics.queue_depth.set,

@@ -141,7 +141,14 @@ def thread_cpu(clock: StageClock) -> dict[str, float]:
 
 
 def serve() -> None:
-    """Run the service with timed stages and a /__profile route (GET: totals, DELETE: reset)."""
+    """Run the service with timed stages and a /__profile route (GET: totals, DELETE: reset).
+
+    ``PROFILE_REPO`` runs another checkout's service code instead (e.g. the code before a change), same stages.
+    """
+    other = os.environ.get("PROFILE_REPO")
+    if other:
+        sys.path.insert(0, other)
+        os.chdir(other)
     import fastapi.routing
     import uvicorn
     from starlette.responses import JSONResponse
@@ -151,7 +158,6 @@ def serve() -> None:
     from app.enrich.graph import GraphEnrichment
     from app.enrich.retrieval import PassageRetriever
     from app.main import create_app
-    from app.qa.backends import OnnxBackend, TorchBackend
     from app.qa.reader import Reader
     from app.qa.spans import SpanDecoder
     from kg.linker import EntityLinker
@@ -162,14 +168,23 @@ def serve() -> None:
     Reader.forward = clock.sync("reader.forward", Reader.forward)  # type: ignore[method-assign]
     SpanDecoder.decode = clock.sync("span decoder", SpanDecoder.decode)  # type: ignore[method-assign]
     Reader.postprocess = clock.sync("postprocess", Reader.postprocess)  # type: ignore[method-assign]
-    for backend in (TorchBackend, OnnxBackend):
-        run = backend.run
+    # The model call: the torch module's forward, or ONNX Runtime's (OnnxBackend.run, where the code has one).
+    from transformers.models.bert.modeling_bert import BertForQuestionAnswering
 
-        def model_call(self: Any, batch: Any, _run: Callable[..., Any] = run) -> Any:
+    model_calls: list[tuple[Any, Callable[..., Any]]] = [(BertForQuestionAnswering, BertForQuestionAnswering.forward)]
+    try:
+        from app.qa.backends import OnnxBackend
+
+        model_calls.append((OnnxBackend, OnnxBackend.run))
+    except ImportError:
+        pass
+    for owner, call in model_calls:
+
+        def model_call(self: Any, *args: Any, _call: Callable[..., Any] = call, **kwargs: Any) -> Any:
             clock.forward_threads.add(threading.get_native_id())
-            return _run(self, batch)
+            return _call(self, *args, **kwargs)
 
-        backend.run = clock.sync("forward", model_call)  # type: ignore[method-assign]
+        setattr(owner, "forward" if owner is BertForQuestionAnswering else "run", clock.sync("forward", model_call))
     PassageRetriever.search = clock.sync("retrieval", PassageRetriever.search)  # type: ignore[method-assign]
     EntityLinker.link = clock.sync("linking", EntityLinker.link)  # type: ignore[method-assign]
     GraphEnrichment.enrich = clock.coroutine("graph", GraphEnrichment.enrich)  # type: ignore[method-assign]
@@ -400,6 +415,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--env", action="append", default=[], help="extra VQA_...=value for the service")
     parser.add_argument("--json-out", help="also write the raw runs here")
+    parser.add_argument("--repo", help="profile another checkout's service code (e.g. before a change)")
+    parser.add_argument("--label", default="", help="prefix for the column names")
     args = parser.parse_args()
     if args.serve:
         serve()
@@ -409,12 +426,14 @@ def main() -> None:
         {"question": ex.question, "contexts": [{"text": ex.context}], "min_score": 0} for ex in examples
     ]
     extra = dict(item.split("=", 1) for item in args.env)
+    if args.repo:
+        extra["PROFILE_REPO"] = str(Path(args.repo).resolve())
     runs: list[Run] = []
     for backend in args.backend or ["auto"]:
         proc, url = start(backend, Path(args.model), extra)
         try:
             for clients in args.clients:
-                runs.append(measure(url, backend, bodies, clients))
+                runs.append(measure(url, f"{args.label}{backend}", bodies, clients))
         finally:
             proc.terminate()
             proc.wait(30)
