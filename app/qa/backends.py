@@ -133,11 +133,12 @@ class OnnxBackend(ModelBackend):
     The graph takes ``input_ids``, ``attention_mask`` (and ``token_type_ids`` if the model uses them) with dynamic
     batch and sequence axes and returns ``start_logits`` and ``end_logits``; ``vqa export --onnx`` writes it.
 
-    How a batch runs suits a small CPU (measured in bench/RESULTS.md): a single window runs on all cores (intra-op
-    threads, for the latency of a lone request), while a batch of several is spread over the cores one window at a
-    time, each window on one core at its own length, no padding. On this 2-core machine, stacking windows into one
-    padded tensor costs more CPU per window than running them one by one, and one window per core avoids the
-    threads' synchronisation inside every operator.
+    Every window runs alone at its own length, so a window's logits never depend on the other windows of its batch
+    (an int8 graph quantises activations with one scale per tensor: padding or neighbours would move them). A single
+    window runs on all cores (intra-op threads, for the latency of a lone request); a batch of several is spread over
+    the cores one window at a time, each single-threaded. On this 2-core machine stacking windows into one padded
+    tensor cost more CPU per window than running them one by one (bench/RESULTS.md), and one window per core avoids
+    the threads' synchronisation inside every operator.
     """
 
     def __init__(self, path: Path, export: OnnxExport, num_threads: int | None = None) -> None:
@@ -196,23 +197,27 @@ class OnnxBackend(ModelBackend):
             raise RuntimeError("OnnxBackend.load() has not been called")
         feeds = self._feeds(batch)
         windows, width = batch.input_ids.shape
-        if windows == 1 or self._pool is None:
-            start, end = self._session.run(["start_logits", "end_logits"], feeds)
-            return torch.from_numpy(start), torch.from_numpy(end)
+        lengths = batch.attention_mask.sum(axis=1)
         # Padding positions keep logit 0: the span decoder masks everything outside the context anyway.
         start = np.zeros((windows, width), dtype=np.float32)
         end = np.zeros((windows, width), dtype=np.float32)
-        lengths = batch.attention_mask.sum(axis=1)
 
-        def one_window(row: int) -> None:
+        def one_window(row: int, session: Any) -> None:
+            # Each window at its own length, alone: int8 graphs quantise activations with one scale per tensor, so
+            # padding or other windows in the tensor would change this window's numbers (and its answer).
             length = int(lengths[row])
             row_feeds = {name: array[row : row + 1, :length] for name, array in feeds.items()}
-            row_start, row_end = self._per_core.run(["start_logits", "end_logits"], row_feeds)
+            row_start, row_end = session.run(["start_logits", "end_logits"], row_feeds)
             start[row, :length] = row_start[0]
             end[row, :length] = row_end[0]
 
-        # longest first, so that no core is left with a long window at the end
-        list(self._pool.map(one_window, sorted(range(windows), key=lambda r: -int(lengths[r]))))
+        if windows == 1 or self._pool is None:
+            for row in range(windows):
+                one_window(row, self._session)
+        else:
+            # longest first, so that no core is left with a long window at the end
+            order = sorted(range(windows), key=lambda r: -int(lengths[r]))
+            list(self._pool.map(lambda row: one_window(row, self._per_core), order))
         return torch.from_numpy(start), torch.from_numpy(end)
 
 

@@ -91,6 +91,18 @@ def test_a_batch_spread_over_cores_matches_one_padded_run(exported_dir: Path) ->
     assert torch.allclose(results[0][1], results[1][1], atol=1e-4)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_an_int8_windows_scores_do_not_depend_on_its_batch(exported_dir: Path, threads: int) -> None:
+    """int8 activations are quantised per tensor: a window must not share one with other requests' windows."""
+    reader = Reader(exported_dir, device="cpu", backend="onnx-int8", num_threads=threads)
+    reader.load()
+    short = reader.preprocess("fee?", ["Urgent payments cost £3.50 each."])[0]
+    others = reader.preprocess("How long do transfers take?", [CONTEXT])
+    alone = reader.forward([WindowJob(short, 30, 3)])[0]
+    in_batch = reader.forward([WindowJob(w, 30, 3) for w in [*others, short]])[-1]
+    assert alone.candidates == in_batch.candidates and alone.null_log_prob == in_batch.null_log_prob
+
+
 def test_auto_serves_the_cards_cpu_backend(exported_dir: Path) -> None:
     reader = Reader(exported_dir, device="cpu")
     reader.load()
