@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -20,6 +19,8 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from app.config import Settings
+    from app.http_server import server_options
+    from app.log_format import configure_logging
     from app.main import create_app
     from kg.pack import PackError
 
@@ -33,6 +34,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:
+        # hide_input_in_errors keeps the given values (secrets among them) out of this message
         print(f"vqa serve: bad settings:\n{exc}", file=sys.stderr)
         return 2
     from app.qa.registry import RegistryError, serving_checkpoint
@@ -49,7 +51,7 @@ def _serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings)
     try:
         app = create_app(settings)
     except PackError as exc:
@@ -61,6 +63,7 @@ def _serve(args: argparse.Namespace) -> int:
         port=settings.port,
         log_level=settings.log_level,
         timeout_graceful_shutdown=30,
+        **server_options(settings),
     )
     return 0
 

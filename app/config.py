@@ -22,12 +22,14 @@ PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "password", "test", "e
 class Settings(BaseSettings):
     """Every knob of the service. Environment variables win over ``.env``; names are ``VQA_`` + field name."""
 
-    model_config = SettingsConfigDict(env_prefix="VQA_", env_file=".env", extra="ignore")
+    # hide_input_in_errors: a failed check must not print the settings it was given (secrets among them).
+    model_config = SettingsConfigDict(env_prefix="VQA_", env_file=".env", extra="ignore", hide_input_in_errors=True)
 
     environment: Literal["development", "production"] = "development"
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "text"] = Field(default="json", description="json: one object per line")
 
     # Model
     model_path: Path = DEFAULT_MODEL_PATH
@@ -56,6 +58,14 @@ class Settings(BaseSettings):
 
     # Auth: comma-separated keys; empty disables auth.
     api_keys: SecretStr = SecretStr("")
+    rate_limit: str = Field(
+        default="1200/minute",
+        description="per API key, in the `limits` notation ('20/second;1200/minute'); empty: no limit",
+    )
+
+    # HTTP deadlines: a client that does not finish its request in time is answered 408 and disconnected.
+    header_timeout_s: float = Field(default=10.0, gt=0, le=300, description="from connect to the end of the headers")
+    body_timeout_s: float = Field(default=30.0, gt=0, le=600, description="from the end of the headers to the end")
 
     # The vertical: corpus, graph rows, rules, QA sets and calibration, loaded and validated as one (domain/).
     pack: Path = Field(default=DEFAULT_PACK, description="domain pack folder")
@@ -80,6 +90,10 @@ class Settings(BaseSettings):
     kg_max_relations: int = Field(default=20, ge=1, le=200)
     kg_health_interval_s: float = Field(default=2.0, gt=0)
     kg_heap_mb: int = Field(default=256, ge=64)
+    kg_restart_backoff_max_s: float = Field(default=30.0, gt=0, description="longest wait between restarts")
+    kg_unresponsive_restart_s: float = Field(
+        default=15.0, gt=0, description="an embedded graph that answers no ping for this long is killed and restarted"
+    )
 
     # Feedback store: answered requests and verdicts. No URL: SQLite (WAL) at store_path.
     store_url: SecretStr | None = Field(
@@ -110,6 +124,18 @@ class Settings(BaseSettings):
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _parse_rate_limit(cls, value: str) -> str:
+        from limits import parse_many
+
+        if value.strip():
+            try:
+                parse_many(value)
+            except ValueError as exc:
+                raise ValueError(f"VQA_RATE_LIMIT: {exc}; write e.g. '20/second;1200/minute'") from None
+        return value.strip()
 
     @cached_property
     def api_key_list(self) -> tuple[str, ...]:

@@ -7,6 +7,7 @@ log.
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -57,6 +58,17 @@ def _field_path(loc: tuple[Any, ...]) -> str:
     return out or "body"
 
 
+def _unparseable_body_reason(exc: BaseException | None) -> str:
+    """Why the JSON parser gave up, in words a client can act on (FastAPI only says 'error parsing the body')."""
+    if isinstance(exc, UnicodeDecodeError):
+        return f"it is not UTF-8 (invalid byte at position {exc.start})"
+    if isinstance(exc, RecursionError):
+        return "arrays or objects are nested too deeply"
+    if isinstance(exc, ValueError) and "digits" in str(exc):
+        return f"a number has more than {sys.get_int_max_str_digits()} digits"
+    return "it could not be parsed"
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -76,6 +88,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # FastAPI's only 400: a JSON body the parser refused for other than syntax
+            return error_response(
+                400,
+                "invalid_json",
+                f"request body is not valid JSON: {_unparseable_body_reason(exc.__cause__)}",
+                request_id_of(request),
+            )
         codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}
         return error_response(
             exc.status_code,
@@ -115,6 +134,14 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Starlette sends this from outside every middleware and then re-raises, and uvicorn closes the connection
+        # on that: say so (Connection: close) so that the client does not send its next request down a dead line.
         rid = request_id_of(request)
         log.exception("unhandled error in request %s", rid)
-        return error_response(500, "internal_error", f"internal error; quote request id {rid} when reporting it", rid)
+        return error_response(
+            500,
+            "internal_error",
+            f"internal error; quote request id {rid} when reporting it",
+            rid,
+            {"Connection": "close", "X-Request-ID": rid},
+        )

@@ -27,6 +27,7 @@ from app.qa.batcher import BatchStats, WindowBatcher
 from app.qa.model_host import ModelHost, ReloadInProgressError, ServedModel
 from app.qa.reader import Reader
 from app.qa.registry import serving_checkpoint
+from app.rate_limit import KeyRateLimiter
 from domain.pack import DomainPack
 
 log = logging.getLogger(__name__)
@@ -89,12 +90,14 @@ def _publish_model(app: FastAPI, metrics: ServiceMetrics, served: ServedModel) -
     reader = served.reader
     app.state.reader = reader
     app.state.batcher = served.batcher
+    if reader.device.type == "cuda":
+        metrics.watch_gpu(reader.device)
     card = reader.card
     metrics.model_info.info(
         {
             "name": card.name,
             "version": card.version,
-            "base_model": str(card.base_model or ""),
+            "base_model": card.base_model_name,
             "device": str(reader.device),
             "dtype": reader.precision,
             "backend": reader.backend.name,
@@ -224,10 +227,16 @@ def create_app(settings: Settings | None = None, reader_factory: ReaderFactory |
     app.state.rules = rules
     app.state.retriever = retriever
     app.state.feedback = None
+    app.state.rate_limiter = KeyRateLimiter(settings.rate_limit)
     install_error_handlers(app)
     app.include_router(ops.router)
     app.include_router(answer.router)
     app.include_router(feedback.router)
     app.include_router(admin.router)
-    app.add_middleware(RequestContextMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        RequestContextMiddleware,
+        metrics=metrics,
+        max_body_bytes=settings.max_body_bytes,
+        body_timeout_s=settings.body_timeout_s,
+    )
     return app

@@ -2,12 +2,22 @@
 
 Each app instance gets its own registry so that several apps in one process (tests) never share counts.
 Names follow Prometheus' guide: prefix ``vqa_``, base units, ``_total`` on counters, explicit histogram buckets,
-no high-cardinality labels (no question text, no ids).
+no high-cardinality labels (no question text, no ids). The machine is watched too: CPU and memory of the service
+(``vqa_process_*``) and of the embedded graph server (``vqa_kg_process_*``), and the GPU when the model runs on one.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+import logging
+from collections.abc import Callable, Iterable
+
+import torch
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, disable_created_metrics
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
+
+log = logging.getLogger(__name__)
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
@@ -18,8 +28,16 @@ class ServiceMetrics:
     """The service's metrics on one registry."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        # A `_created` series per counter and histogram doubles the series count and no query here uses one.
+        disable_created_metrics()
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        ProcessCollector(namespace="vqa", registry=r)
+        # The graph server's pid changes with every restart; set by the graph supervisor, None while there is none.
+        self.kg_process_pid: Callable[[], int | None] = lambda: None
+        # ProcessCollector reads /proc/<pid>/...: a pid path that does not exist yields no samples.
+        ProcessCollector(namespace="vqa_kg", pid=lambda: str(self.kg_process_pid() or "no-graph-process"), registry=r)
+        self._gpu: GpuCollector | None = None
         self.requests = Counter(
             "vqa_requests", "HTTP requests by route template and status code.", ["route", "status"], registry=r
         )
@@ -122,3 +140,52 @@ class ServiceMetrics:
         self.model_reloads = Counter(
             "vqa_model_reloads", "Model reloads by outcome (ok, failed).", ["outcome"], registry=r
         )
+        self.kg_restarts = Counter(
+            "vqa_kg_restarts", "Restarts of the embedded graph server (after it exited or froze).", registry=r
+        )
+
+    def watch_gpu(self, device: torch.device) -> None:
+        """Export memory and utilisation of the GPU the model runs on (again after a reload: the newest device)."""
+        if self._gpu is None:
+            self._gpu = GpuCollector(device)
+            self.registry.register(self._gpu)
+        else:
+            self._gpu.watch(device)
+
+
+class GpuCollector(Collector):
+    """Memory (device-wide and this process's tensors) and utilisation of one CUDA device, read at scrape time.
+
+    Utilisation comes from NVML through torch; without the NVML bindings (nvidia-ml-py) it is left out.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.watch(device)
+
+    def watch(self, device: torch.device) -> None:
+        self.device = device
+        self.label = str(device if device.index is not None else torch.device("cuda", torch.cuda.current_device()))
+
+    def collect(self) -> Iterable[Metric]:
+        labels = ["device"]
+        free, total = torch.cuda.mem_get_info(self.device)
+        used = GaugeMetricFamily("vqa_gpu_memory_used_bytes", "GPU memory in use, all processes.", labels=labels)
+        used.add_metric([self.label], float(total - free))
+        size = GaugeMetricFamily("vqa_gpu_memory_total_bytes", "GPU memory in total.", labels=labels)
+        size.add_metric([self.label], float(total))
+        ours = GaugeMetricFamily(
+            "vqa_gpu_memory_allocated_bytes", "GPU memory held by this process's tensors.", labels=labels
+        )
+        ours.add_metric([self.label], float(torch.cuda.memory_allocated(self.device)))
+        families: list[Metric] = [used, size, ours]
+        try:
+            busy = torch.cuda.utilization(self.device)
+        except Exception as exc:  # NVML missing or refusing: memory still tells most of the story
+            log.debug("GPU utilisation unavailable: %s", exc)
+        else:
+            utilisation = GaugeMetricFamily(
+                "vqa_gpu_utilization_ratio", "Share of the last sample period the GPU was busy (0-1).", labels=labels
+            )
+            utilisation.add_metric([self.label], busy / 100.0)
+            families.append(utilisation)
+        return families

@@ -1,7 +1,8 @@
-"""ASGI middleware: request ids, the body-size limit (checked before parsing) and request metrics."""
+"""ASGI middleware: request ids, the body-size limit (checked before parsing), the body deadline, request metrics."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -10,6 +11,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.log_format import REQUEST_ID
 from app.metrics import ServiceMetrics
 
 # Ops routes and the docs stay outside request metrics: probes would drown the real traffic.
@@ -19,17 +21,18 @@ UNMETERED_PATHS = frozenset(
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
-class _BodyTooLargeError(Exception):
-    pass
-
-
 class RequestContextMiddleware:
-    """Gives each request an id (``X-Request-ID``), refuses oversized bodies with 413, and counts requests."""
+    """Gives each request an id (``X-Request-ID``, also on its log lines), refuses oversized bodies with 413 and
+    bodies not received within ``body_timeout_s`` with 408, and counts requests.
+    """
 
-    def __init__(self, app: ASGIApp, metrics: ServiceMetrics, max_body_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, metrics: ServiceMetrics, max_body_bytes: int, body_timeout_s: float = 30.0
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
+        self.body_timeout_s = body_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -40,6 +43,7 @@ class RequestContextMiddleware:
         offered = headers.get("x-request-id", "")
         request_id = offered if _SAFE_REQUEST_ID.match(offered) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
+        REQUEST_ID.set(request_id)  # this request's task (and the threads it starts) log with its id
         status_holder = {"status": 500, "started": False}
 
         async def send_with_id(message: Message) -> None:
@@ -55,18 +59,27 @@ class RequestContextMiddleware:
             if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
                 await self._too_large(send_with_id, request_id)
                 return
-            if declared is None and scope.get("method") in {"POST", "PUT", "PATCH"}:
-                # A chunked body has no length to check up front: read it here, bounded, then replay it. Raising
-                # from inside the app's receive() would surface as FastAPI's generic 400 instead of a 413.
-                replay = await self._read_bounded(receive)
-                if replay is None:
-                    await self._too_large(send_with_id, request_id)
-                    return
-                receive = replay
-            await self.app(scope, self._limited(receive), send_with_id)
-        except _BodyTooLargeError:
-            if not status_holder["started"]:
+            # Read the whole body here, bounded in size and time, then replay it: a chunked body has no length to
+            # check up front, and a client that stops sending must not hold the request (and its connection) open.
+            # Raising from inside the app's receive() would surface as FastAPI's generic 400 instead.
+            try:
+                async with asyncio.timeout(self.body_timeout_s):
+                    replay = await self._read_bounded(receive)
+            except TimeoutError:
+                self.metrics.rejections.labels("body_timeout").inc()
+                await self._refuse(
+                    send_with_id,
+                    408,
+                    "request_timeout",
+                    f"request body not complete within {self.body_timeout_s:g} s (VQA_BODY_TIMEOUT_S); "
+                    "send the whole body at once",
+                    request_id,
+                )
+                return
+            if replay is None:
                 await self._too_large(send_with_id, request_id)
+                return
+            await self.app(scope, replay, send_with_id)
         finally:
             path = scope.get("path", "")
             if path not in UNMETERED_PATHS:
@@ -102,36 +115,29 @@ class RequestContextMiddleware:
 
         return replay
 
-    def _limited(self, receive: Receive) -> Receive:
-        """A receive that stops a chunked body once it passes the limit (Content-Length cannot be trusted)."""
-        seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_body_bytes:
-                    raise _BodyTooLargeError
-            return message
-
-        return limited
-
     async def _too_large(self, send: Send, request_id: str) -> None:
-        body: dict[str, Any] = {
-            "error": {
-                "code": "payload_too_large",
-                "message": f"request body exceeds {self.max_body_bytes} bytes (VQA_MAX_BODY_BYTES); "
-                "send fewer or shorter contexts",
-                "request_id": request_id,
-            }
-        }
+        await self._refuse(
+            send,
+            413,
+            "payload_too_large",
+            f"request body exceeds {self.max_body_bytes} bytes (VQA_MAX_BODY_BYTES); send fewer or shorter contexts",
+            request_id,
+        )
+
+    @staticmethod
+    async def _refuse(send: Send, status: int, code: str, message: str, request_id: str) -> None:
+        """The error body, then close: the rest of the request body is still on its way (or never comes)."""
+        body: dict[str, Any] = {"error": {"code": code, "message": message, "request_id": request_id}}
         payload = json.dumps(body).encode()
         await send(
             {
                 "type": "http.response.start",
-                "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())],
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(payload)).encode()),
+                    (b"connection", b"close"),
+                ],
             }
         )
         await send({"type": "http.response.body", "body": payload})

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from app.config import Settings
 from app.enrich.graph import GraphEnrichment
@@ -18,6 +19,7 @@ from app.metrics import ServiceMetrics
 from app.qa.batcher import WindowBatcher
 from app.qa.model_host import ModelHost, ServedModel
 from app.qa.reader import Reader
+from app.rate_limit import KeyRateLimiter
 
 
 def get_settings(request: Request) -> Settings:
@@ -74,23 +76,30 @@ def get_retriever(request: Request) -> PassageRetriever | None:
     return retriever
 
 
-def _presented_key(request: Request) -> str | None:
-    auth = request.headers.get("authorization", "")
-    if auth.lower().startswith("bearer "):
-        return auth[7:].strip()
-    return request.headers.get("x-api-key")
+# Declared in the OpenAPI document as two alternatives; enforced only when VQA_API_KEYS is set.
+bearer_key = HTTPBearer(
+    auto_error=False, description="`Authorization: Bearer <key>`, one of VQA_API_KEYS (when keys are configured)"
+)
+header_key = APIKeyHeader(
+    name="X-API-Key", auto_error=False, description="`X-API-Key: <key>`, one of VQA_API_KEYS (when keys are configured)"
+)
 
 
-def require_api_key(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> None:
-    """Checks ``Authorization: Bearer <key>`` or ``X-API-Key`` when ``VQA_API_KEYS`` is set.
+async def require_api_key(
+    request: Request,
+    settings: Annotated[Settings, Depends(get_settings)],
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_key)],
+    x_api_key: Annotated[str | None, Depends(header_key)],
+) -> None:
+    """Checks ``Authorization: Bearer <key>`` or ``X-API-Key`` when ``VQA_API_KEYS`` is set, then the key's rate.
 
     Every configured key is compared, in constant time, whatever matched, so timing says nothing about which key
-    or how much of it was right.
+    or how much of it was right. Runs on the event loop (async), so the rate count needs no lock.
     """
     keys = settings.api_key_list
     if not keys:
         return
-    presented = _presented_key(request)
+    presented = bearer.credentials.strip() if bearer is not None else x_api_key
     if presented is None:
         raise ApiError(
             401,
@@ -103,6 +112,23 @@ def require_api_key(request: Request, settings: Annotated[Settings, Depends(get_
         matched |= hmac.compare_digest(presented.encode(), key.encode())
     if not matched:
         raise ApiError(401, "unauthorized", "invalid API key", {"WWW-Authenticate": "Bearer"})
+    limiter: KeyRateLimiter = request.app.state.rate_limiter
+    wait_s = limiter.retry_after_s(presented)
+    if wait_s is not None:
+        request.app.state.metrics.rejections.labels("rate_limited").inc()
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"this API key is over its rate limit ({limiter.spec}, VQA_RATE_LIMIT); retry after {wait_s} s",
+            {"Retry-After": str(wait_s)},
+        )
+
+
+def _presented_key(request: Request) -> str | None:
+    auth = request.headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        return auth[7:].strip()
+    return request.headers.get("x-api-key")
 
 
 def require_admin_key(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> None:

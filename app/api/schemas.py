@@ -14,15 +14,17 @@ MAX_ANSWER_TOKENS = 64
 
 
 class Context(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     id: str | None = Field(default=None, max_length=200, description="Your id for this context; echoed in answers.")
     text: str = Field(min_length=1, max_length=MAX_CONTEXT_CHARS, description="The passage to search for the answer.")
 
 
 class AnswerRequest(BaseModel):
+    # strict: the schema says integer/number/string, so "3", true and false are refused rather than coerced.
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={
             "examples": [
                 {

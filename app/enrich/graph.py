@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Literal
@@ -21,7 +23,7 @@ from neo4j import GraphDatabase
 from app.config import Settings
 from app.metrics import ServiceMetrics
 from kg.client import EntityFacts, GraphClient, GraphUnavailableError
-from kg.embedded import EmbeddedGraph, stored_password
+from kg.embedded import EmbeddedGraph
 from kg.linker import EntityLinker, EntityMention
 from kg.loader import graph_counts, load_pack, loaded_version
 from kg.pack import GraphPack
@@ -72,6 +74,15 @@ class Enrichment:
 
 
 class GraphEnrichment:
+    """The graph side of the service: server (embedded) or driver (Neo4j), pack, linker, and their supervisor.
+
+    The supervisor pings the graph every ``VQA_KG_HEALTH_INTERVAL_S``, traffic or not, so ``/readyz`` and
+    ``vqa_kg_up`` follow a dead or frozen graph within a ping or two. An embedded server that exits is reaped and
+    started again in the same folder; one alive but silent for ``VQA_KG_UNRESPONSIVE_RESTART_S`` is killed and
+    started again; failed starts are retried with exponential backoff up to ``VQA_KG_RESTART_BACKOFF_MAX_S``. A
+    Neo4j server (``VQA_KG_URI``) is only pinged: its driver reconnects by itself.
+    """
+
     def __init__(
         self,
         settings: Settings,
@@ -88,6 +99,12 @@ class GraphEnrichment:
         self.linker = EntityLinker([])
         self._supervisor: asyncio.Task[None] | None = None
         self.start_error: str | None = None
+        # One long-lived thread starts and stops the embedded server: the kernel's parent-death signal follows the
+        # thread that forked the child, so a short-lived worker thread would take the server down with it.
+        self._launcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vqa-graph-launcher")
+        self._last_answer = time.monotonic()
+        self._next_attempt = 0.0
+        self._backoff_s = 1.0
 
     @property
     def enabled(self) -> bool:
@@ -100,21 +117,30 @@ class GraphEnrichment:
         return "ok" if self.client is not None and self.client.healthy else "unavailable"
 
     async def start(self) -> None:
-        """Start (embedded) or reach the graph, load the pack if the graph is empty, build the linker.
+        """Start (embedded) or reach the graph, load the pack if the graph is empty, build the linker; supervise.
 
         Failures are logged and leave the status ``unavailable``; the supervisor keeps trying.
         """
         if not self.enabled:
             return
+        self._after_attempt(await self._connect())
+        self._publish_status()
+        self._supervisor = asyncio.get_running_loop().create_task(self._supervise(), name="vqa-graph-supervisor")
+
+    async def _in_launcher(self, work: Callable[[], object]) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._launcher, work)
+
+    async def _connect(self) -> bool:
         s = self.settings
         try:
             if s.kg_uri is None:
-                root = s.kg_data_dir.resolve()
-                self.embedded = EmbeddedGraph(root=root, password=stored_password(root), heap_mb=s.kg_heap_mb)
-                await asyncio.to_thread(self.embedded.start)
+                if self.embedded is None:
+                    self.embedded = EmbeddedGraph(root=s.kg_data_dir.resolve(), heap_mb=s.kg_heap_mb)
+                    self.metrics.kg_process_pid = lambda: self.embedded.pid if self.embedded is not None else None
+                await self._in_launcher(self.embedded.start)
                 uri, user, password, database = (
                     self.embedded.uri,
-                    "root",
+                    self.embedded.user,
                     self.embedded.password,
                     self.embedded.database,
                 )
@@ -123,25 +149,38 @@ class GraphEnrichment:
                 password, database = s.kg_password.get_secret_value(), s.kg_database
             if self.pack_graph is not None and s.kg_load_pack:
                 await asyncio.to_thread(self._load_pack_if_empty, uri, user, password, database, self.pack_graph)
-            self.client = GraphClient(
-                uri,
-                user,
-                password,
-                database,
-                timeout_s=s.kg_timeout_ms / 1000,
-                cache_ttl_s=s.kg_cache_ttl_s,
-                max_relations_per_entity=s.kg_max_relations,
-                on_lookup=self.metrics.kg_lookup_duration.observe,
-                on_cache_hit=self.metrics.kg_cache_hits.inc,
-                on_error=lambda kind: self.metrics.kg_errors.labels(kind).inc(),
-            )
-            self.client.connect()
+            if self.client is None or self.client.uri != uri:
+                if self.client is not None:
+                    await self.client.close()
+                self.client = GraphClient(
+                    uri,
+                    user,
+                    password,
+                    database,
+                    timeout_s=s.kg_timeout_ms / 1000,
+                    cache_ttl_s=s.kg_cache_ttl_s,
+                    max_relations_per_entity=s.kg_max_relations,
+                    on_lookup=self.metrics.kg_lookup_duration.observe,
+                    on_cache_hit=self.metrics.kg_cache_hits.inc,
+                    on_error=lambda kind: self.metrics.kg_errors.labels(kind).inc(),
+                )
+                self.client.connect()
             await self._refresh_linker()
-        except Exception as exc:  # the service must come up without its graph
+        except Exception as exc:  # the service must come up (and stay up) without its graph
             self.start_error = f"{type(exc).__name__}: {exc}"
-            log.error("graph unavailable at start-up: %s", self.start_error)
-        self.metrics.kg_up.set(1 if self.status == "ok" else 0)
-        self._supervisor = asyncio.get_running_loop().create_task(self._supervise(), name="vqa-graph-supervisor")
+            log.error("graph unavailable: %s", self.start_error)
+            return False
+        self.start_error = None
+        return True
+
+    def _after_attempt(self, succeeded: bool) -> None:
+        """Reset the backoff after a success; after a failure wait twice as long as last time (capped)."""
+        now = time.monotonic()
+        if succeeded:
+            self._backoff_s, self._next_attempt, self._last_answer = 1.0, 0.0, now
+        else:
+            self._next_attempt = now + self._backoff_s
+            self._backoff_s = min(self._backoff_s * 2, self.settings.kg_restart_backoff_max_s)
 
     @staticmethod
     def _load_pack_if_empty(uri: str, user: str, password: str, database: str, pack: GraphPack) -> None:
@@ -161,20 +200,58 @@ class GraphEnrichment:
         self.linker = await asyncio.to_thread(EntityLinker, entries)
         log.info("entity linker: %d aliases of %d entities", self.linker.size, len(entries))
 
+    def _publish_status(self) -> None:
+        self.metrics.kg_up.set(1 if self.status == "ok" else 0)
+
     async def _supervise(self) -> None:
-        """While the graph is down (or the linker empty), ping it; on recovery rebuild the linker."""
         interval = self.settings.kg_health_interval_s
         while True:
             await asyncio.sleep(interval)
-            if self.client is None:
-                continue
-            if not self.client.healthy or not self.linker.size:
-                if await self.client.ping():
-                    try:
-                        await self._refresh_linker()
-                    except GraphUnavailableError:
-                        pass
-            self.metrics.kg_up.set(1 if self.status == "ok" else 0)
+            try:
+                await self.check()
+            except Exception:  # a bug here must not end supervision
+                log.exception("graph supervision round failed")
+            self._publish_status()
+
+    async def check(self) -> None:
+        """One supervision round: reap and restart a dead server, ping a live one, restart one silent too long."""
+        now = time.monotonic()
+        embedded = self.embedded
+        if embedded is not None and embedded.process is not None:
+            exit_code = embedded.poll()  # reaps the child once it has exited
+            if exit_code is not None:
+                if self.client is not None and self.client.healthy:
+                    log.error("embedded graph (pid %s) exited with %s; restarting it", embedded.pid, exit_code)
+                    self.client.healthy = False
+                self._publish_status()  # before the restart, which takes seconds
+                await self._restart(now)
+                return
+        if self.client is None:  # never connected: keep trying, with backoff
+            if now >= self._next_attempt:
+                self._after_attempt(await self._connect())
+            return
+        if await self.client.ping():
+            self._last_answer = now
+            if not self.linker.size:
+                with contextlib.suppress(GraphUnavailableError):
+                    await self._refresh_linker()
+            return
+        self._publish_status()
+        silent_s = now - self._last_answer
+        if embedded is not None and embedded.running and silent_s >= self.settings.kg_unresponsive_restart_s:
+            log.error("embedded graph (pid %s) silent for %.0f s; killing and restarting it", embedded.pid, silent_s)
+            await self._in_launcher(embedded.kill)
+            await self._restart(now)
+
+    async def _restart(self, now: float) -> None:
+        if now < self._next_attempt or self.embedded is None:
+            return
+        self.metrics.kg_restarts.inc()
+        succeeded = await self._connect()
+        if not succeeded:
+            # e.g. another process took its port meanwhile: the next attempt picks free ones
+            self.embedded.bolt_port = self.embedded.http_port = 0
+        self._after_attempt(succeeded)
 
     async def enrich(self, question: str, answers: list[str]) -> Enrichment:
         if not self.enabled:
@@ -203,4 +280,5 @@ class GraphEnrichment:
         if self.client is not None:
             await self.client.close()
         if self.embedded is not None:
-            await asyncio.to_thread(self.embedded.stop)
+            await self._in_launcher(self.embedded.stop)
+        self._launcher.shutdown(wait=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -111,6 +112,21 @@ class ModelCard(BaseModel):
     def onnx_export(self, backend: str) -> OnnxExport | None:
         """The card's ONNX graph for ``backend`` (``onnx-fp32`` or ``onnx-int8``), if it has one."""
         return next((e for e in self.onnx if e.backend == backend), None)
+
+    @property
+    def base_model_name(self) -> str:
+        """The base model by name, never by where a machine kept it (the card's value may be an old local path).
+
+        A hub-style id (``org/name``) is kept; a path gives its last part, or its package for a model shipped
+        inside a wheel (``.../<package>/model``).
+        """
+        declared = (self.base_model or "").strip()
+        if not re.match(r"^(/|~|[A-Za-z]:\\|\.{1,2}/)", declared):
+            return declared
+        parts = [p for p in re.split(r"[/\\]+", declared) if p and p not in {"~", "."}]
+        if len(parts) >= 2 and parts[-1] == "model":
+            return parts[-2]
+        return parts[-1] if parts else ""
 
     @classmethod
     def load(cls, checkpoint_dir: Path) -> ModelCard:

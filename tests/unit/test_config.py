@@ -49,3 +49,39 @@ def test_one_pack_setting_replaces_the_per_part_paths(monkeypatch: pytest.Monkey
     assert settings.pack == Path("/srv/packs/insurance") and settings.today == date(2026, 11, 29)
     for old in ("rules_path", "corpus_path", "kg_pack"):
         assert old not in Settings.model_fields, f"{old} is part of the pack now"
+
+
+SECRET_PASSWORD = "graph-pw-TAILSECRET-7c1d"
+GOOD_KEY = "good-key-TAILSECRET-0123456789"
+
+
+@pytest.mark.parametrize(
+    ("keys", "password"),
+    [
+        (f"{GOOD_KEY},short", SECRET_PASSWORD),  # the key check fails: the good key and the password are in the input
+        (GOOD_KEY, "TAIL-7"),  # the password check fails (too short)
+    ],
+)
+def test_failed_production_check_echoes_no_secret(monkeypatch: pytest.MonkeyPatch, keys: str, password: str) -> None:
+    monkeypatch.setenv("VQA_ENVIRONMENT", "production")
+    monkeypatch.setenv("VQA_API_KEYS", keys)
+    monkeypatch.setenv("VQA_KG_URI", "bolt://graph.internal:7687")
+    monkeypatch.setenv("VQA_KG_PASSWORD", password)
+    with pytest.raises(ValidationError) as caught:
+        Settings()
+    shown = str(caught.value)
+    assert "TAIL" not in shown and "7c1d" not in shown and "6789" not in shown, shown
+    assert "VQA_" in shown, "the message still says which setting to fix"
+
+
+def test_vqa_serve_prints_no_secret_on_a_bad_setting(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from app.cli import main
+
+    monkeypatch.setenv("VQA_ENVIRONMENT", "production")
+    monkeypatch.setenv("VQA_API_KEYS", f"{GOOD_KEY},changeme")
+    monkeypatch.setenv("VQA_KG_PASSWORD", SECRET_PASSWORD)
+    assert main(["serve"]) == 2
+    err = capsys.readouterr().err
+    assert "placeholder" in err and "TAILSECRET" not in err, err
