@@ -28,7 +28,16 @@ class RequestIdFilter(logging.Filter):
 
 
 def configure_logging(settings: Settings) -> None:
-    """One handler on the root logger, on stderr: JSON (``VQA_LOG_FORMAT=json``, default) or text."""
+    """One handler on the root logger, on stderr: JSON (``VQA_LOG_FORMAT=json``, default) or text.
+
+    Transformers logs through its own handler and draws progress bars on stderr; both would break a stream of
+    one JSON object per line, so its records go to the root handler and the bars are off.
+    """
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_default_handler()
+    transformers_logging.enable_propagation()
+    transformers_logging.disable_progress_bar()
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RequestIdFilter())
     if settings.log_format == "json":

@@ -70,7 +70,8 @@ def build_tiny_model(tokenizer_dir: Path, out: Path, max_seq_len: int = 128, str
     ModelCard(
         name="tiny-test",
         version="t1",
-        base_model="random",
+        # a card as training on this machine once wrote it: the base model by its local path
+        base_model=str(tokenizer_dir),
         max_seq_len=max_seq_len,
         stride=stride,
         max_question_tokens=32,

@@ -93,27 +93,39 @@ async def require_api_key(
 ) -> None:
     """Checks ``Authorization: Bearer <key>`` or ``X-API-Key`` when ``VQA_API_KEYS`` is set, then the key's rate.
 
-    Every configured key is compared, in constant time, whatever matched, so timing says nothing about which key
-    or how much of it was right. Runs on the event loop (async), so the rate count needs no lock.
+    Every credential the request carries must be valid: a wrong ``Authorization`` next to a right ``X-API-Key`` is
+    refused, not quietly outvoted. Every configured key is compared, in constant time, whatever matched, so timing
+    says nothing about which key or how much of it was right. Runs on the event loop (async), so the rate count
+    needs no lock.
     """
     keys = settings.api_key_list
     if not keys:
         return
-    presented = bearer.credentials.strip() if bearer is not None else x_api_key
-    if presented is None:
+    presented: list[str] = []
+    if "authorization" in request.headers:
+        presented.append(bearer.credentials.strip() if bearer is not None else "")  # not a Bearer: never valid
+    if "x-api-key" in request.headers:
+        presented.append(x_api_key or "")
+    if not presented:
         raise ApiError(
             401,
             "unauthorized",
             "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
             {"WWW-Authenticate": "Bearer"},
         )
-    matched = False
-    for key in keys:
-        matched |= hmac.compare_digest(presented.encode(), key.encode())
-    if not matched:
-        raise ApiError(401, "unauthorized", "invalid API key", {"WWW-Authenticate": "Bearer"})
+    for candidate in presented:
+        matched = False
+        for key in keys:
+            matched |= hmac.compare_digest(candidate.encode(), key.encode())
+        if not matched:
+            raise ApiError(
+                401,
+                "unauthorized",
+                "invalid API key (in 'Authorization: Bearer <key>' or 'X-API-Key')",
+                {"WWW-Authenticate": "Bearer"},
+            )
     limiter: KeyRateLimiter = request.app.state.rate_limiter
-    wait_s = limiter.retry_after_s(presented)
+    wait_s = limiter.retry_after_s(presented[0])
     if wait_s is not None:
         request.app.state.metrics.rejections.labels("rate_limited").inc()
         raise ApiError(

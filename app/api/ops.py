@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
+
+from app.api.schemas import ModelRef
 
 router = APIRouter(tags=["ops"])
+
+
+class Readiness(BaseModel):
+    """What /readyz reports (the OpenAPI document's shape of its 200 and 503 bodies)."""
+
+    status: Literal["ready", "loading", "failed"]
+    model: ModelRef | None
+    graph: Literal["ok", "unavailable", "disabled"]
+    error: str | None = None
 
 
 @router.get("/healthz")
@@ -15,7 +29,11 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "Loading, failed or shutting down; honour Retry-After."}},
+)
 async def readyz(request: Request) -> JSONResponse:
     """Ready: the model is loaded and warmed up (503 until then, or if loading failed)."""
     state = request.app.state
@@ -38,7 +56,7 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse(body, status_code=200 if state.ready else 503, headers=headers)
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse)
 async def metrics(request: Request) -> Response:
     """Prometheus text exposition of the service's metrics."""
     return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 MAX_QUESTION_CHARS = 1_000
 MAX_CONTEXTS = 20
 MAX_CONTEXT_CHARS = 100_000
 MAX_TOP_K = 20
 MAX_ANSWER_TOKENS = 64
+
+
+def _integral_float_to_int(value: object) -> object:
+    """JSON Schema counts 3.0 as an integer, pydantic's strict mode does not: accept it, still refuse "3" and true."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+WholeNumber = Annotated[int, BeforeValidator(_integral_float_to_int)]
 
 
 class Context(BaseModel):
@@ -47,8 +57,10 @@ class AnswerRequest(BaseModel):
         max_length=MAX_CONTEXTS,
         description="Passages to search. Empty or absent: the best passages of the domain corpus are retrieved.",
     )
-    top_k: int = Field(default=1, ge=1, le=MAX_TOP_K, description="How many answer spans to return.")
-    max_answer_len: int = Field(default=30, ge=1, le=MAX_ANSWER_TOKENS, description="Longest answer, in tokens.")
+    top_k: WholeNumber = Field(default=1, ge=1, le=MAX_TOP_K, description="How many answer spans to return.")
+    max_answer_len: WholeNumber = Field(
+        default=30, ge=1, le=MAX_ANSWER_TOKENS, description="Longest answer, in tokens."
+    )
     min_score: float | None = Field(
         default=None, ge=0.0, le=1.0, description="Abstain when the best span scores lower; default: the model's."
     )

@@ -86,6 +86,14 @@ def test_the_graph_password_is_not_on_any_command_line(supervised: RunningServic
     assert oct(Path(child.cwd(), ".root-password").stat().st_mode & 0o777) == "0o600"
 
 
+def test_the_graph_servers_memory_and_cpu_are_exported(supervised: RunningService) -> None:
+    child = graph_child(supervised)
+    rss = _metric(supervised, "vqa_kg_process_resident_memory_bytes")
+    assert rss == pytest.approx(child.memory_info().rss, rel=0.5), "the graph server's memory, not the service's"
+    assert 30e6 < rss < 2e9
+    assert _metric(supervised, "vqa_kg_process_cpu_seconds_total") > 0
+
+
 def test_a_killed_graph_is_noticed_reaped_and_restarted_without_traffic(supervised: RunningService) -> None:
     old = graph_child(supervised)
     restarts_before = _metric(supervised, "vqa_kg_restarts_total")
