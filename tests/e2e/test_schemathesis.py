@@ -71,3 +71,4 @@ def test_the_api_keeps_to_its_schema_and_errors_to_the_one_body(fuzzed: RunningS
     generated = re.search(r"(\d+) generated, (\d+) passed", report)
     assert generated and int(generated.group(1)) >= 100, report[-3000:]
     assert generated.group(1) == generated.group(2), "every generated case passed every check"
+    print(f"schemathesis: {generated.group(0)} ({EXAMPLES} examples per operation and phase)")

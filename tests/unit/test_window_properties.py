@@ -3,12 +3,14 @@
 Contexts mix right-to-left scripts, combining marks, zero-width joiners, emoji with modifiers, CJK, currency and
 runs of odd whitespace with whatever else hypothesis draws. For every such context: each window fits the model,
 every context token of the full text sits in some window, and every span decoded from any pair of context tokens
-slices its context exactly, the same span the training labels point at.
+slices its context exactly, the same span the training labels point at. ``VQA_HYPOTHESIS_EXAMPLES`` (default
+150) sets the examples per property.
 """
 
 from __future__ import annotations
 
 import math
+import os
 
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -45,7 +47,9 @@ unicode_text = st.lists(
 ).map("".join)
 SMALL = WindowConfig(max_seq_len=40, stride=12, max_question_tokens=12)
 PROPERTY_SETTINGS = settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+    max_examples=int(os.environ.get("VQA_HYPOTHESIS_EXAMPLES", "150")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
 
