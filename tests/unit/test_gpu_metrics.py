@@ -53,3 +53,11 @@ def test_without_nvml_the_memory_is_still_exported(monkeypatch: pytest.MonkeyPat
     samples = _gpu_samples(metrics)
     assert "vqa_gpu_utilization_ratio" not in samples
     assert samples["vqa_gpu_memory_used_bytes"][1] == 41 * GIB
+
+
+def test_a_reload_onto_another_device_moves_the_gpu_metrics(monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_gpu(monkeypatch, utilisation=5)
+    metrics = ServiceMetrics()
+    metrics.watch_gpu(torch.device("cuda", 0))
+    metrics.watch_gpu(torch.device("cuda", 1))  # a reloaded model: no duplicate series, no registry error
+    assert _gpu_samples(metrics)["vqa_gpu_memory_total_bytes"][0] == {"device": "cuda:1"}
