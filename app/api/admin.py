@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.deps import MetricsDep, ModelHostDep, SettingsDep, require_admin_key
-from app.api.schemas import ErrorBody, ModelRef
+from app.api.schemas import ModelRef, error_responses
 from app.errors import ApiError
 from app.qa.model_host import ReloadInProgressError
 from app.qa.reader import ModelLoadError
@@ -37,15 +37,14 @@ class ReloadOut(BaseModel):
     drained: bool = Field(description="Every request on the previous model finished before its batcher closed.")
 
 
-_ERRORS: dict[int | str, dict[str, object]] = {
-    code: {"model": ErrorBody, "description": text}
-    for code, text in {
+_ERRORS = error_responses(
+    {
         401: "Missing or invalid admin key.",
         403: "Admin routes are off (VQA_ADMIN_KEYS is empty).",
         409: "A reload is already running.",
         422: "The checkpoint to serve cannot be loaded; the current model keeps serving.",
-    }.items()
-}
+    }
+)
 
 
 @router.get("/model", response_model=ServedModelOut, responses=_ERRORS)

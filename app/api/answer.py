@@ -24,11 +24,11 @@ from app.api.schemas import (
     AnswerRequest,
     AnswerResponse,
     AnswerSpan,
-    ErrorBody,
     ModelRef,
     RetrievedPassage,
     RuleOutcomeOut,
     Timings,
+    error_responses,
 )
 from app.enrich.pipeline import check_answer
 from app.errors import ApiError, request_id_of
@@ -38,20 +38,16 @@ from app.store.records import AnswerDraft, AnsweredPassage
 
 router = APIRouter(tags=["answer"], dependencies=[Depends(require_api_key)])
 
-_ERRORS: dict[int | str, dict[str, object]] = {
-    code: {"model": ErrorBody, "description": text}
-    for code, text in {
-        400: "Body is not valid JSON (invalid_json) or not valid HTTP (invalid_http).",
+_ERRORS = error_responses(
+    {
         401: "Missing or invalid API key.",
-        408: "Headers or body not received within VQA_HEADER_TIMEOUT_S / VQA_BODY_TIMEOUT_S.",
         413: "Body, total context or window count over its limit.",
         422: "A field breaks its limit; the message names the field.",
         429: "This API key is over its rate limit (VQA_RATE_LIMIT); honour Retry-After.",
-        500: "An internal error; quote the request id. The connection is closed.",
         503: "Queue full or model not ready; honour Retry-After.",
         504: "Not served within the request deadline.",
-    }.items()
-}
+    }
+)
 
 
 @router.post("/answer", response_model=AnswerResponse, responses=_ERRORS)

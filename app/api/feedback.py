@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from app.api.deps import FeedbackDeskDep, SettingsDep, require_api_key
-from app.api.schemas import ErrorBody, ModelRef
+from app.api.schemas import ModelRef, error_responses, integral_float_to_int
 from app.errors import ApiError
 from app.feedback import StoreUnavailableError
 from app.store.feedback_store import FeedbackConflictError, UnknownRequestError
@@ -25,7 +25,11 @@ MAX_COMMENT_CHARS = 500
 class FeedbackRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,  # as /answer: "3" or true for a rating is refused, not coerced
         json_schema_extra={
+            # the cross-field rule of _correction_needs_a_wrong_verdict, stated in the schema for clients and fuzzers
+            "if": {"properties": {"verdict": {"const": "correct"}}, "required": ["verdict"]},
+            "then": {"properties": {"corrected_answer": {"type": "null"}}},
             "examples": [
                 {
                     "request_id": "6f1c2b0e9d8a4c51a3e2f0b7c6d5e4f3",
@@ -49,7 +53,10 @@ class FeedbackRequest(BaseModel):
         pattern=r"\S",
         description="The right answer, as written in the passage (incorrect or partially_correct only).",
     )
-    rating: int | None = Field(default=None, ge=1, le=5, description="1 (useless) .. 5 (perfect).")
+    # constraints inside the optional type: on the outer Field pydantic writes them into the schema as "ge"/"le"
+    rating: Annotated[int, Field(ge=1, le=5), BeforeValidator(integral_float_to_int)] | None = Field(
+        default=None, description="1 (useless) .. 5 (perfect)."
+    )
     comment: str | None = Field(default=None, max_length=MAX_COMMENT_CHARS)
 
     @model_validator(mode="after")
@@ -70,16 +77,16 @@ class FeedbackResponse(BaseModel):
     duplicate: bool = Field(description="True when the same feedback had been recorded before (nothing changed).")
 
 
-_ERRORS: dict[int | str, dict[str, object]] = {
-    code: {"model": ErrorBody, "description": text}
-    for code, text in {
+_ERRORS = error_responses(
+    {
         401: "Missing or invalid API key.",
         404: "No answered request with this id within the retention period.",
         409: "Different feedback for this request was recorded before.",
         422: "A field breaks its limit; the message names the field.",
+        429: "This API key is over its rate limit (VQA_RATE_LIMIT); honour Retry-After.",
         503: "The feedback store is unavailable; honour Retry-After.",
-    }.items()
-}
+    }
+)
 
 
 @router.post(

@@ -13,14 +13,14 @@ MAX_TOP_K = 20
 MAX_ANSWER_TOKENS = 64
 
 
-def _integral_float_to_int(value: object) -> object:
+def integral_float_to_int(value: object) -> object:
     """JSON Schema counts 3.0 as an integer, pydantic's strict mode does not: accept it, still refuse "3" and true."""
     if isinstance(value, float) and value.is_integer():
         return int(value)
     return value
 
 
-WholeNumber = Annotated[int, BeforeValidator(_integral_float_to_int)]
+WholeNumber = Annotated[int, BeforeValidator(integral_float_to_int)]
 
 
 class Context(BaseModel):
@@ -138,3 +138,20 @@ class ErrorDetail(BaseModel):
 
 class ErrorBody(BaseModel):
     error: ErrorDetail
+
+
+# What any route may answer before or beside its own logic: the HTTP layer and middleware (invalid JSON or HTTP, a
+# request not received in time, a body over the limit) and an internal error.
+HTTP_LAYER_ERRORS: dict[int, str] = {
+    400: "Body is not valid JSON (invalid_json) or the request is not valid HTTP (invalid_http).",
+    408: "Headers or body not received within VQA_HEADER_TIMEOUT_S / VQA_BODY_TIMEOUT_S; the connection is closed.",
+    413: "Body over VQA_MAX_BODY_BYTES.",
+    500: "An internal error; quote the request id. The connection is closed.",
+}
+
+
+def error_responses(route_errors: dict[int, str]) -> dict[int | str, dict[str, object]]:
+    """OpenAPI ``responses`` for a route's own error statuses plus the HTTP layer's, all in the one error body."""
+    return {
+        code: {"model": ErrorBody, "description": text} for code, text in {**HTTP_LAYER_ERRORS, **route_errors}.items()
+    }
