@@ -341,10 +341,10 @@ def add_training_commands(sub: Any) -> None:
     cal.add_argument("--heldout", help="a whole file to report on, e.g. a pack's qa/test.json")
     cal.add_argument("--target-precision", type=float, default=0.8, help="precision the abstention threshold aims at")
     cal.add_argument(
-        "--max-answerable-abstained", type=float, help="at most this % of answerable questions abstained on"
+        "--max-answerable-abstained", type=float, help="at most this %% of answerable questions abstained on"
     )
     cal.add_argument(
-        "--min-unanswerable-abstained", type=float, help="at least this % of unanswerable questions abstained on"
+        "--min-unanswerable-abstained", type=float, help="at least this %% of unanswerable questions abstained on"
     )
     cal.add_argument("--out-dir", help="where calibration.json and reliability.png go (default: the checkpoint)")
     cal.add_argument("--no-card", action="store_true", help="leave the checkpoint's card unchanged")
