@@ -19,6 +19,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from app.config import Settings
+    from app.drain import DrainingServer
     from app.http_server import server_options
     from app.log_format import configure_logging
     from app.main import create_app
@@ -57,15 +58,19 @@ def _serve(args: argparse.Namespace) -> int:
     except PackError as exc:
         print(f"vqa serve: bad domain pack (VQA_PACK={settings.pack}): {exc}", file=sys.stderr)
         return 2
-    uvicorn.run(
+    # SIGTERM drains first (app/drain.py); by the time uvicorn's own shutdown runs, no request is in progress, so
+    # its graceful timeout only bounds a request that raced the drain.
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=5,
         **server_options(settings),
     )
-    return 0
+    server = DrainingServer(config, app, grace_s=settings.drain_grace_s)
+    server.run()
+    return 0 if server.started else 3
 
 
 def _settings() -> Settings:

@@ -43,13 +43,19 @@ class Settings(BaseSettings):
         default=None, ge=0.0, le=1.0, description="abstain below this score; default: the checkpoint card's"
     )
 
-    # Batching and deadlines
+    # Batching, admission and deadlines (README: "Batching and overload")
     max_batch_windows: int = Field(default=32, ge=1, le=1024)
+    max_batch_tokens: int | None = Field(
+        default=None, ge=16, description="tokens per forward pass; default 2048 on the CPU, no limit on a GPU"
+    )
     max_wait_ms: float | None = Field(
         default=None, ge=0.0, le=10_000, description="wait to fill a batch; default 5 ms on a GPU, none on the CPU"
     )
     max_queue_windows: int = Field(default=512, ge=1)
     request_timeout_ms: float = Field(default=10_000, gt=0)
+    drain_grace_s: float = Field(
+        default=30.0, gt=0, le=3600, description="on SIGTERM, how long in-flight requests get to finish"
+    )
 
     # Input limits
     max_body_bytes: int = Field(default=2_500_000, ge=1024)

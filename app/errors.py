@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.qa.batcher import BatcherClosedError, DeadlineExceededError, QueueFullError
+from app.qa.batcher import BatcherClosedError, DeadlineExceededError, InferenceError, OverloadedError
 from app.qa.windows import WindowOverflowError
 
 log = logging.getLogger(__name__)
@@ -104,11 +104,16 @@ def install_error_handlers(app: FastAPI) -> None:
             dict(exc.headers or {}),
         )
 
-    @app.exception_handler(QueueFullError)
-    async def _queue_full(request: Request, exc: QueueFullError) -> JSONResponse:
-        return error_response(
-            503, "queue_full", str(exc), request_id_of(request), {"Retry-After": str(exc.retry_after_s)}
-        )
+    @app.exception_handler(OverloadedError)
+    async def _overloaded(request: Request, exc: OverloadedError) -> JSONResponse:
+        return error_response(503, exc.code, str(exc), request_id_of(request), {"Retry-After": str(exc.retry_after_s)})
+
+    @app.exception_handler(InferenceError)
+    async def _inference_failed(request: Request, exc: InferenceError) -> JSONResponse:
+        # The batcher already logged the model's error; the requests that shared the batch got their answers. A
+        # handled error: the connection stays usable (unlike the unexpected 500 below).
+        rid = request_id_of(request)
+        return error_response(500, "inference_failed", f"{exc}; quote request id {rid} when reporting it", rid)
 
     @app.exception_handler(DeadlineExceededError)
     async def _deadline(request: Request, exc: DeadlineExceededError) -> JSONResponse:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import date
@@ -16,6 +17,7 @@ from fastapi import FastAPI
 from app.api import admin, answer, feedback, ops
 from app.canary import CanaryLoop
 from app.config import Settings
+from app.drain import DrainMiddleware, DrainState
 from app.enrich.graph import GraphEnrichment
 from app.enrich.retrieval import PassageRetriever
 from app.enrich.rules import RuleSet
@@ -25,7 +27,7 @@ from app.metrics import ServiceMetrics
 from app.middleware import RequestContextMiddleware
 from app.qa.batcher import BatchStats, WindowBatcher
 from app.qa.model_host import ModelHost, ReloadInProgressError, ServedModel
-from app.qa.reader import Reader
+from app.qa.reader import Reader, WindowJob
 from app.qa.registry import serving_checkpoint
 from app.rate_limit import KeyRateLimiter
 from domain.pack import DomainPack
@@ -39,6 +41,9 @@ ReaderFactory = Callable[[Settings], Reader]
 # adds latency (up to max_wait_ms to every request at low load; bench/RESULTS.md).
 GPU_MAX_WAIT_MS = 5.0
 CPU_MAX_WAIT_MS = 0.0
+# On the CPU a forward of 2048 tokens (about five full windows) takes a few hundred ms and bigger batches gain little
+# throughput, while every token in the batch running is time a newly arrived question waits.
+CPU_MAX_BATCH_TOKENS = 2048
 
 
 def default_reader_factory(settings: Settings) -> Reader:
@@ -58,14 +63,33 @@ def _use_pack_calibration(reader: Reader, pack: DomainPack) -> None:
     log.info("calibration: pack %s, fitted on %s for %s %s", pack.name, fit.fitted_on, name, version)
 
 
+def measure_seconds_per_token(reader: Reader, windows: int = 4, repeats: int = 2) -> float:
+    """Time a batch of full-width windows (the mean of ``repeats`` runs), so that admission control starts from this
+    machine's speed with this model, not a guess; the batcher follows its own batches from there."""
+    context = " ".join(["The savings account pays interest monthly and charges no fee."] * 200)
+    sample = reader.preprocess("How often is interest paid on the savings account?", [context])[:windows]
+    jobs = [WindowJob(w) for w in sample]
+    started = time.perf_counter()
+    for _ in range(repeats):
+        reader.forward(jobs)
+    return (time.perf_counter() - started) / repeats / sum(len(w) for w in sample)
+
+
 async def build_served_model(
     path: Path, settings: Settings, metrics: ServiceMetrics, factory: ReaderFactory, pack: DomainPack
 ) -> ServedModel:
-    """Load and warm a checkpoint off the event loop (with the pack's calibration for it) and start its batcher."""
+    """Load and warm a checkpoint off the event loop (with the pack's calibration for it) and start its batcher.
+
+    Every build measures its own model's speed for admission control (a reloaded checkpoint may be larger, or run
+    on another backend); measured during a reload, with the old model still serving, the figure comes out high and
+    the batcher's running estimate replaces it within a few batches.
+    """
     reader = factory(settings.model_copy(update={"model_path": path}))
     await asyncio.to_thread(reader.load)
     _use_pack_calibration(reader, pack)
     await asyncio.to_thread(reader.warm_up)
+    seconds_per_token = await asyncio.to_thread(measure_seconds_per_token, reader)
+    on_cpu = reader.device.type == "cpu"
 
     def on_batch(stats: BatchStats) -> None:
         metrics.batch_windows.observe(stats.windows)
@@ -76,8 +100,10 @@ async def build_served_model(
         max_batch_windows=settings.max_batch_windows,
         max_wait_ms=settings.max_wait_ms
         if settings.max_wait_ms is not None
-        else (GPU_MAX_WAIT_MS if reader.device.type == "cuda" else CPU_MAX_WAIT_MS),
+        else (CPU_MAX_WAIT_MS if on_cpu else GPU_MAX_WAIT_MS),
         max_queue_windows=settings.max_queue_windows,
+        max_batch_tokens=settings.max_batch_tokens or (CPU_MAX_BATCH_TOKENS if on_cpu else None),
+        seconds_per_token=seconds_per_token,
         on_batch=on_batch,
         on_queue_depth=metrics.queue_depth.set,
     )
@@ -228,11 +254,14 @@ def create_app(settings: Settings | None = None, reader_factory: ReaderFactory |
     app.state.retriever = retriever
     app.state.feedback = None
     app.state.rate_limiter = KeyRateLimiter(settings.rate_limit)
+    app.state.drain = DrainState()
     install_error_handlers(app)
     app.include_router(ops.router)
     app.include_router(answer.router)
     app.include_router(feedback.router)
     app.include_router(admin.router)
+    # The last added is the outermost: request ids, body limits and metrics see the drain's 503s too.
+    app.add_middleware(DrainMiddleware, state=app.state.drain)
     app.add_middleware(
         RequestContextMiddleware,
         metrics=metrics,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -30,9 +31,11 @@ from app.api.schemas import (
     Timings,
     error_responses,
 )
+from app.enrich.graph import GraphEnrichment
 from app.enrich.pipeline import check_answer
+from app.enrich.retrieval import PassageRetriever
 from app.errors import ApiError, request_id_of
-from app.qa.batcher import DeadlineExceededError, QueueFullError
+from app.qa.batcher import DeadlineExceededError, OverloadedError, estimate_size
 from app.qa.reader import WindowJob
 from app.store.records import AnswerDraft, AnsweredPassage
 
@@ -44,8 +47,11 @@ _ERRORS = error_responses(
         413: "Body, total context or window count over its limit.",
         422: "A field breaks its limit; the message names the field.",
         429: "This API key is over its rate limit (VQA_RATE_LIMIT); honour Retry-After.",
-        503: "Queue full or model not ready; honour Retry-After.",
-        504: "Not served within the request deadline.",
+        500: "An internal error (the connection is closed), or the model failed on this request alone "
+        "(inference_failed; the connection stays open); quote the request id.",
+        503: "Overloaded (cannot be answered within the deadline now), model not ready or shutting down; "
+        "honour Retry-After.",
+        504: "Not served within the request deadline (the admission estimate was wrong).",
     }
 )
 
@@ -65,6 +71,7 @@ async def answer(
     """Find the answer span(s) to a question in the given contexts."""
     started = time.perf_counter()
     reader, batcher = served.reader, served.batcher
+    timeout_s = settings.request_timeout_ms / 1000.0
     total_chars = sum(len(c.text) for c in body.contexts)
     if total_chars > settings.max_total_context_chars:
         metrics.rejections.labels("too_large").inc()
@@ -74,47 +81,44 @@ async def answer(
             f"contexts hold {total_chars} characters in total, over the limit of {settings.max_total_context_chars} "
             "(VQA_MAX_TOTAL_CONTEXT_CHARS); send fewer or shorter contexts",
         )
-    retrieved: list[RetrievedPassage] = []
-    doc_ids: list[str | None]
-    if body.contexts:
-        texts = [c.text for c in body.contexts]
-        context_ids = [c.id or str(i) for i, c in enumerate(body.contexts)]
-        doc_ids = [None] * len(texts)
-    else:
-        if retriever is None:
-            raise ApiError(
-                422,
-                "invalid_request",
-                "contexts: give at least one context; this service's domain pack has no corpus to search",
-            )
-        linked = [m.entity.id for m in graph.linker.link(body.question)]
-        hits = await asyncio.to_thread(retriever.search, body.question, settings.retrieval_top_k, linked)
-        texts = [h.passage.text for h in hits]
-        context_ids = [h.passage.id for h in hits]
-        doc_ids = [h.passage.doc_id for h in hits]
-        retrieved = [
-            RetrievedPassage(id=h.passage.id, doc_id=h.passage.doc_id, title=h.passage.title, score=round(h.score, 4))
-            for h in hits
-        ]
-    # Tokenising a long context takes milliseconds of CPU: keep it off the event loop.
-    windows = await asyncio.to_thread(reader.preprocess, body.question, texts)
-    if len(windows) > settings.max_windows_per_request:
-        metrics.rejections.labels("too_large").inc()
+    if not body.contexts and retriever is None:
         raise ApiError(
-            413,
-            "too_many_windows",
-            f"contexts cut into {len(windows)} windows, over the limit of {settings.max_windows_per_request} "
-            "(VQA_MAX_WINDOWS_PER_REQUEST); send shorter contexts",
+            422,
+            "invalid_request",
+            "contexts: give at least one context; this service's domain pack has no corpus to search",
         )
-    jobs = [WindowJob(w, body.max_answer_len, body.top_k) for w in windows]
+    # Admitted or refused on arrival, from the request's estimated size: a burst is refused at once rather than after
+    # every request in it was tokenised. submit() checks again with the real windows.
+    expected_chars = [len(c.text) for c in body.contexts] or [_mean_passage_chars(retriever)] * settings.retrieval_top_k
+    windows_guess, tokens_guess = estimate_size(len(body.question), expected_chars, reader.window_config)
     try:
-        batch = await batcher.submit(jobs, timeout_s=settings.request_timeout_ms / 1000.0)
-    except QueueFullError:
-        metrics.rejections.labels("queue_full").inc()
+        reservation = batcher.reserve(timeout_s, windows_guess, tokens_guess)
+    except OverloadedError as exc:
+        metrics.rejections.labels(exc.code).inc()
+        raise
+    try:
+        texts, context_ids, doc_ids, retrieved = await _contexts(body, graph, retriever, settings.retrieval_top_k)
+        # Tokenising a long context takes milliseconds of CPU: keep it off the event loop.
+        windows = await asyncio.to_thread(reader.preprocess, body.question, texts)
+        if len(windows) > settings.max_windows_per_request:
+            metrics.rejections.labels("too_large").inc()
+            raise ApiError(
+                413,
+                "too_many_windows",
+                f"contexts cut into {len(windows)} windows, over the limit of {settings.max_windows_per_request} "
+                "(VQA_MAX_WINDOWS_PER_REQUEST); send shorter contexts",
+            )
+        jobs = [WindowJob(w, body.max_answer_len, body.top_k) for w in windows]
+        left_s = timeout_s - (time.perf_counter() - started)
+        batch = await batcher.submit(jobs, timeout_s=left_s, reservation=reservation)
+    except OverloadedError as exc:
+        metrics.rejections.labels(exc.code).inc()
         raise
     except DeadlineExceededError:
         metrics.rejections.labels("deadline").inc()
         raise
+    finally:
+        batcher.release(reservation)
     min_score = body.min_score if body.min_score is not None else settings.min_score
     result = reader.postprocess(texts, windows, batch.predictions, top_k=body.top_k, min_score=min_score)
     if not texts:  # retrieval found nothing to read: say so rather than "every context is empty"
@@ -186,3 +190,26 @@ async def answer(
         rules_version=rules.version,
         retrieved=retrieved,
     )
+
+
+@functools.cache
+def _mean_passage_chars(retriever: PassageRetriever | None) -> int:
+    passages = retriever.passages if retriever is not None else []
+    return sum(len(p.text) for p in passages) // max(len(passages), 1)
+
+
+async def _contexts(
+    body: AnswerRequest, graph: GraphEnrichment, retriever: PassageRetriever | None, top_k: int
+) -> tuple[list[str], list[str], list[str | None], list[RetrievedPassage]]:
+    """The texts to read with their ids and documents: the request's contexts, else passages retrieved from the
+    pack's corpus."""
+    if body.contexts or retriever is None:
+        texts = [c.text for c in body.contexts]
+        return texts, [c.id or str(i) for i, c in enumerate(body.contexts)], [None] * len(texts), []
+    linked = [m.entity.id for m in graph.linker.link(body.question)]
+    hits = await asyncio.to_thread(retriever.search, body.question, top_k, linked)
+    retrieved = [
+        RetrievedPassage(id=h.passage.id, doc_id=h.passage.doc_id, title=h.passage.title, score=round(h.score, 4))
+        for h in hits
+    ]
+    return [h.passage.text for h in hits], [h.passage.id for h in hits], [h.passage.doc_id for h in hits], retrieved

@@ -84,7 +84,7 @@ _ERRORS = error_responses(
         409: "Different feedback for this request was recorded before.",
         422: "A field breaks its limit; the message names the field.",
         429: "This API key is over its rate limit (VQA_RATE_LIMIT); honour Retry-After.",
-        503: "The feedback store is unavailable; honour Retry-After.",
+        503: "The feedback store is unavailable, or the service is shutting down; honour Retry-After.",
     }
 )
 

@@ -17,7 +17,7 @@ router = APIRouter(tags=["ops"])
 class Readiness(BaseModel):
     """What /readyz reports (the OpenAPI document's shape of its 200 and 503 bodies)."""
 
-    status: Literal["ready", "loading", "failed"]
+    status: Literal["ready", "loading", "failed", "draining"]
     model: ModelRef | None
     graph: Literal["ok", "unavailable", "disabled"]
     error: str | None = None
@@ -35,11 +35,17 @@ async def healthz() -> dict[str, str]:
     responses={503: {"model": Readiness, "description": "Loading, failed or shutting down; honour Retry-After."}},
 )
 async def readyz(request: Request) -> JSONResponse:
-    """Ready: the model is loaded and warmed up (503 until then, or if loading failed)."""
+    """Ready: the model is loaded and warmed up (503 until then, if loading failed, or while draining)."""
     state = request.app.state
     reader = getattr(state, "reader", None)
+    draining = state.drain.draining
+    ready = state.ready and not draining
+    if draining:
+        status = "draining"
+    else:
+        status = "ready" if state.ready else ("failed" if state.load_error else "loading")
     body: dict[str, object] = {
-        "status": "ready" if state.ready else ("failed" if state.load_error else "loading"),
+        "status": status,
         "model": {"name": reader.card.name, "version": reader.card.version}
         if reader is not None and state.ready
         else None,
@@ -52,8 +58,8 @@ async def readyz(request: Request) -> JSONResponse:
     body["store"] = desk.status if desk is not None else "disabled"
     if state.load_error:
         body["error"] = state.load_error
-    headers = {} if state.ready else {"Retry-After": "2"}
-    return JSONResponse(body, status_code=200 if state.ready else 503, headers=headers)
+    headers = {} if ready else {"Retry-After": "2"}
+    return JSONResponse(body, status_code=200 if ready else 503, headers=headers)
 
 
 @router.get("/metrics", response_class=PlainTextResponse)

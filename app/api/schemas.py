@@ -141,12 +141,13 @@ class ErrorBody(BaseModel):
 
 
 # What any route may answer before or beside its own logic: the HTTP layer and middleware (invalid JSON or HTTP, a
-# request not received in time, a body over the limit) and an internal error.
+# request not received in time, a body over the limit), an internal error and the drain before a stop.
 HTTP_LAYER_ERRORS: dict[int, str] = {
     400: "Body is not valid JSON (invalid_json) or the request is not valid HTTP (invalid_http).",
     408: "Headers or body not received within VQA_HEADER_TIMEOUT_S / VQA_BODY_TIMEOUT_S; the connection is closed.",
     413: "Body over VQA_MAX_BODY_BYTES.",
     500: "An internal error; quote the request id. The connection is closed.",
+    503: "Shutting down after SIGTERM (shutting_down, with Connection: close); honour Retry-After.",
 }
 
 

@@ -85,12 +85,16 @@ def service(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     stop_service(running)
 
 
-@pytest.fixture(scope="session")
-def slow_service(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService]:
-    """A service that waits 1.5 s to fill each batch, queues at most 4 windows and gives up after 0.7 s."""
+@pytest.fixture
+def slow_service(tiny_model_dir: Path, tmp_path: Path) -> Iterator[RunningService]:
+    """A service that waits 1.5 s to fill each batch, queues at most 4 windows and gives up after 0.7 s.
+
+    A fresh one for every test: a batch still filling for another test's request would run this test's request as
+    soon as that batch's 1.5 s are up, which may be within this request's deadline.
+    """
     running = start_service(
         tiny_model_dir,
-        tmp_path_factory.mktemp("slow") / "service.log",
+        tmp_path / "service.log",
         VQA_MAX_WAIT_MS="1500",
         VQA_MAX_BATCH_WINDOWS="64",
         VQA_MAX_QUEUE_WINDOWS="4",

@@ -111,7 +111,7 @@ def test_kubernetes_manifests_validate_strictly(tmp_path: Path) -> None:
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
-    assert pod["terminationGracePeriodSeconds"] > 10 + 30, "longer than preStop + uvicorn's drain"
+    assert pod["terminationGracePeriodSeconds"] > 10 + 30, "longer than preStop + the drain (VQA_DRAIN_GRACE_S)"
     settings = yaml.safe_load((DEPLOY / "k8s" / "10-configmap.yaml").read_text())["data"]
     secret = yaml.safe_load((DEPLOY / "k8s" / "11-secret.yaml").read_text())["stringData"]
     assert settings["VQA_STORE_URL"].startswith("postgresql+psycopg://vqa@"), "no password in the ConfigMap"

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from app.cli import main
 from app.qa.backends import ModelLoadError, OnnxBackend
+from app.qa.batcher import BatchResult, InferenceError, WindowBatcher
 from app.qa.card import ModelCard
 from app.qa.reader import Reader, WindowJob
 from training.export import export_onnx
@@ -101,6 +104,38 @@ def test_an_int8_windows_scores_do_not_depend_on_its_batch(exported_dir: Path, t
     alone = reader.forward([WindowJob(short, 30, 3)])[0]
     in_batch = reader.forward([WindowJob(w, 30, 3) for w in [*others, short]])[-1]
     assert alone.candidates == in_batch.candidates and alone.null_log_prob == in_batch.null_log_prob
+
+
+@pytest.mark.parametrize("backend", ["onnx-int8", "onnx-fp32", "torch"])
+def test_a_window_the_model_fails_on_fails_only_its_request_in_a_batch(exported_dir: Path, backend: str) -> None:
+    """The batcher's isolation holds whatever runs the model: the ONNX backend runs every window alone (one per core)
+    and a failing window makes its whole forward raise, so the batch is split down to that window."""
+    reader = Reader(exported_dir, device="cpu", backend=backend, num_threads=2)
+    reader.load()
+    texts = [f"Request {i} says the card replacement fee is {i} pounds." for i in range(7)]
+    windows = [reader.preprocess("What is the fee?", [text])[0] for text in texts]
+    # A token id past the vocabulary: the embedding lookup fails on this window alone, as a model can on one input.
+    poisoned = replace(windows[3], input_ids=[*windows[3].input_ids[:-2], reader.tokenizer.vocab_size + 7,
+                                              windows[3].input_ids[-1]])  # fmt: skip
+    with pytest.raises(Exception):  # noqa: B017 - torch and onnxruntime raise their own types
+        reader.forward([WindowJob(poisoned)])
+    alone = [reader.forward([WindowJob(w)])[0] for w in windows]
+
+    async def scenario() -> list[BatchResult | BaseException]:
+        batcher = WindowBatcher(reader.forward, max_batch_windows=16, max_wait_ms=200, seconds_per_token=1e-4)
+        batcher.start()
+        try:
+            jobs = [[WindowJob(poisoned if i == 3 else w)] for i, w in enumerate(windows)]
+            return await asyncio.gather(*(batcher.submit(j, timeout_s=60) for j in jobs), return_exceptions=True)
+        finally:
+            await batcher.close()
+
+    results = asyncio.run(scenario())
+    assert isinstance(results[3], InferenceError)
+    for i, result in enumerate(results):
+        if i != 3:
+            assert isinstance(result, BatchResult), result
+            assert result.predictions[0].candidates == alone[i].candidates, "its answer is the one it gets alone"
 
 
 def test_auto_serves_the_cards_cpu_backend(exported_dir: Path) -> None:
