@@ -61,13 +61,22 @@ def test_a_poisoned_request_fails_alone_and_its_batch_neighbours_are_answered(po
     texts = [f"Request {i} says the card replacement fee is {i} pounds." for i in range(7)]
     texts[3] = f"Request 3 mentions a {POISON_WORD} and the fee is 3 pounds."
 
-    async def scenario() -> list[httpx.Response]:
-        async with httpx.AsyncClient(base_url=poisoned_server, timeout=30) as client:
-            bodies = [{"question": "What is the fee?", "contexts": [{"text": t}], "min_score": 0} for t in texts]
-            return await asyncio.gather(*(client.post("/answer", json=body) for body in bodies))
+    bodies = [{"question": "What is the fee?", "contexts": [{"text": t}], "min_score": 0} for t in texts]
+
+    async def scenario() -> tuple[list[httpx.Response], httpx.Response]:
+        # The poisoned request on a connection of its own, which it then uses again
+        one_line = httpx.Limits(max_connections=1)
+        async with (
+            httpx.AsyncClient(base_url=poisoned_server, timeout=30) as client,
+            httpx.AsyncClient(base_url=poisoned_server, timeout=30, limits=one_line) as poisoned_client,
+        ):
+            sent = [poisoned_client.post("/answer", json=b) if i == 3 else client.post("/answer", json=b)
+                    for i, b in enumerate(bodies)]  # fmt: skip
+            responses = await asyncio.gather(*sent)
+            return responses, await poisoned_client.post("/answer", json=bodies[0])
 
     before = len(PoisonedReader.batches)
-    responses = asyncio.run(scenario())
+    responses, next_on_the_same_connection = asyncio.run(scenario())
     assert [r.status_code for r in responses] == [200, 200, 200, 500, 200, 200, 200]
     for i, r in enumerate(responses):
         if i != 3:
@@ -76,3 +85,6 @@ def test_a_poisoned_request_fails_alone_and_its_batch_neighbours_are_answered(po
     error = responses[3].json()["error"]
     assert error["code"] == "inference_failed" and error["request_id"] in error["message"]
     assert PoisonedReader.batches[before] == len(texts), "all seven windows went to the model in one batch"
+    # A handled failure: the connection stays open (no Connection: close) and serves the client's next request
+    assert "close" not in responses[3].headers.get("connection", "")
+    assert next_on_the_same_connection.status_code == 200, next_on_the_same_connection.text

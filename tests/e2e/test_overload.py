@@ -19,6 +19,7 @@ from app.config import DEFAULT_MODEL_PATH
 from tests.e2e.conftest import RunningService, start_service, stop_service
 
 Timed = tuple[httpx.Response, float]  # a response and the seconds it took
+DEADLINE_S = 3.0
 THREE_WINDOWS = " ".join(f"Sentence number {i} talks about savings rates and fees." for i in range(25))
 
 
@@ -68,7 +69,7 @@ def real_model_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run
     running = start_service(
         DEFAULT_MODEL_PATH,
         Path(tmp_path_factory.mktemp("overload")) / "service.log",
-        VQA_REQUEST_TIMEOUT_MS="3000",
+        VQA_REQUEST_TIMEOUT_MS=str(int(DEADLINE_S * 1000)),
         VQA_CPU_THREADS="2",
     )
     yield running
@@ -105,7 +106,8 @@ def test_a_burst_beyond_capacity_gets_answers_or_an_immediate_503_never_a_504(
     for r, _ in results:
         if r.status_code == 503:
             assert r.json()["error"]["code"] == "overloaded" and int(r.headers["retry-after"]) >= 1
-    # Refused at once, not held until the 3 s deadline. In a burst the refusal also queues in the client and in the
-    # HTTP layer behind the rest of the burst; the service's own time to 503 (target 100 ms) is measured by
-    # bench/soak.py (bench/RESULTS.md).
-    assert statistics.median(refused) < 1.0 and refused[-1] < 3.0, refused
+    # Refused on arrival, not held until the deadline (a queue served first in, first out answers the excess 504
+    # after it). In a burst a refusal also waits in the client and in the HTTP layer behind the rest of the burst
+    # (48 requests parsed on a shared 2-core machine while the admitted ones run: 0.7-1.0 s here), so the bound is
+    # against the deadline; the service's own time to 503 (target 100 ms) is bench/soak.py's (bench/RESULTS.md).
+    assert statistics.median(refused) < DEADLINE_S / 2 and refused[-1] < DEADLINE_S, refused
