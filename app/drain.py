@@ -7,10 +7,11 @@
    ``Connection: close`` so that clients do not reuse a connection that is about to go away.
 2. Requests already in progress finish, for up to ``VQA_DRAIN_GRACE_S``; then the drain waits for half a second in
    which no request arrives, so that the listening socket does not close on a client in the middle of connecting.
-3. If the grace period runs out first, the batcher is closed: requests still waiting for the model are answered
-   503 ``shutting_down`` (a response, not a cut connection).
-4. uvicorn closes the listening socket and the idle connections, the lifespan stops the batcher and the graph
-   child, and the process exits 0. A second signal stops at once (uvicorn's own shutdown).
+3. If the grace period runs out first, the model host's batchers are closed (the current model's, and a reload's
+   old one still finishing): requests still waiting for the model are answered 503 ``shutting_down`` (a response,
+   not a cut connection).
+4. uvicorn closes the listening socket and the idle connections, the lifespan stops the feedback desk, the canary
+   and the graph child, and the process exits 0. A second signal stops at once (uvicorn's own shutdown).
 """
 
 from __future__ import annotations
