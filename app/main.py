@@ -15,6 +15,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from app.api import admin, answer, feedback, ops
+from app.api.docs import install_docs
 from app.canary import CanaryLoop
 from app.config import Settings
 from app.drain import DrainMiddleware, DrainState
@@ -240,6 +241,8 @@ def create_app(settings: Settings | None = None, reader_factory: ReaderFactory |
         version="0.1.0",
         summary="Extractive question answering for retail banking support, with calibrated scores.",
         lifespan=lifespan,
+        docs_url=None,  # install_docs serves /docs without a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.metrics = metrics
@@ -260,6 +263,7 @@ def create_app(settings: Settings | None = None, reader_factory: ReaderFactory |
     app.include_router(answer.router)
     app.include_router(feedback.router)
     app.include_router(admin.router)
+    install_docs(app)
     # The last added is the outermost: request ids, body limits and metrics see the drain's 503s too.
     app.add_middleware(DrainMiddleware, state=app.state.drain)
     app.add_middleware(

@@ -14,10 +14,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.log_format import REQUEST_ID
 from app.metrics import ServiceMetrics
 
-# Ops routes and the docs stay outside request metrics: probes would drown the real traffic.
-UNMETERED_PATHS = frozenset(
-    {"/healthz", "/readyz", "/metrics", "/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"}
-)
+# Ops routes and the docs (with their assets) stay outside request metrics: probes would drown the real traffic.
+UNMETERED_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/docs", "/openapi.json"})
+UNMETERED_PREFIXES = ("/docs/",)
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
@@ -82,7 +81,7 @@ class RequestContextMiddleware:
             await self.app(scope, replay, send_with_id)
         finally:
             path = scope.get("path", "")
-            if path not in UNMETERED_PATHS:
+            if path not in UNMETERED_PATHS and not path.startswith(UNMETERED_PREFIXES):
                 route = scope.get("route")
                 template = getattr(route, "path", None) or "unmatched"
                 self.metrics.requests.labels(template, str(status_holder["status"])).inc()

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Every check CI runs: lint, types, then unit, integration and e2e tests. Sets itself up first.
+# Every check CI runs: lint, types, unit, integration and e2e tests, then the images and the compose stack built
+# and run for real (scripts/container_test.sh). Sets itself up first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${VQA_VENV:-.venv}"
@@ -31,11 +32,21 @@ echo "== ruff"; "$VENV/bin/ruff" check app training kg domain tests bench
 echo "== mypy"; "$VENV/bin/mypy"
 echo "== pytest"
 set +e
-"$VENV/bin/python" -m pytest "$@"
+# tests/container needs the images and engine of scripts/container_test.sh, which runs them below.
+"$VENV/bin/python" -m pytest --ignore=tests/container "$@"
 code=$?
 set -e
 if [ "$code" -eq 5 ]; then
   echo "pytest collected no tests: that is a failure here, not a pass" >&2
   exit 1
+fi
+echo "== containers"
+if [ "$#" -gt 0 ]; then
+  echo "container test: skipped (pytest was given arguments: a focused run); bash scripts/container_test.sh runs it"
+elif [ "${VQA_CONTAINER_TEST:-1}" = 0 ]; then
+  echo "container test: skipped (VQA_CONTAINER_TEST=0)"
+else
+  # Builds and runs the images and the compose stack; says so in one line and passes where no engine can start.
+  bash scripts/container_test.sh || code=$((code == 0 ? 1 : code))
 fi
 exit "$code"

@@ -1,4 +1,4 @@
-"""Shared fixtures. Markers come from the folder a test lives in (unit/, integration/, e2e/)."""
+"""Shared fixtures. Markers come from the folder a test lives in (unit/, integration/, e2e/, container/)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ import pytest  # noqa: E402
 
 from app.qa.card import EvalResult, ModelCard  # noqa: E402
 
-LAYERS = ("unit", "integration", "e2e")
+LAYERS = ("unit", "integration", "e2e", "container")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

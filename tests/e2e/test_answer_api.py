@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import API_KEY, RunningService
 
@@ -130,10 +132,27 @@ def test_unknown_route_gets_the_error_body(service: RunningService) -> None:
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
 
 
-def test_openapi_docs_are_served(service: RunningService) -> None:
-    assert httpx.get(f"{service.url}/docs").status_code == 200
-    spec = httpx.get(f"{service.url}/openapi.json").json()
-    assert "/answer" in spec["paths"]
+def test_openapi_docs_are_served_without_any_other_host(service: RunningService) -> None:
+    page = httpx.get(f"{service.url}/docs")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    urls = re.findall(r"""(?:src|href)=["']([^"']+)["']|url: ?["']([^"']+)["']""", page.text)
+    referenced = {a or b for a, b in urls}
+    assert {"/docs/assets/swagger-ui-bundle.js", "/docs/assets/swagger-ui.css", "/openapi.json"} <= referenced
+    assert not re.search(r"https?://", page.text), "the page loads nothing from a CDN (air-gapped deployments)"
+    for url in referenced:
+        asset = httpx.get(f"{service.url}{url}")
+        assert asset.status_code == 200 and asset.content, url
+    assert "/answer" in httpx.get(f"{service.url}/openapi.json").json()["paths"]
+    assert httpx.get(f"{service.url}/docs/assets/no-such-file.js").status_code == 404
+    assert httpx.get(f"{service.url}/redoc").status_code == 404, "ReDoc would load its script from a CDN"
+    counted = {
+        (sample.labels["route"], sample.labels["status"])
+        for family in text_string_to_metric_families(httpx.get(f"{service.url}/metrics").text)
+        if family.name == "vqa_requests"
+        for sample in family.samples
+        if sample.name == "vqa_requests_total"
+    }
+    assert not {c for c in counted if c[0].startswith("/docs") or c == ("unmatched", "200")}, "docs are not metered"
 
 
 def test_question_without_contexts_is_answered_from_the_corpus(service: RunningService) -> None:

@@ -72,6 +72,11 @@ def test_dockerfile_has_both_targets_a_non_root_user_and_a_healthcheck() -> None
     for block in finals:
         assert "USER vqa" in block and "HEALTHCHECK" in block and "/healthz" in block
         assert "build-essential" not in block and "gcc" not in block, "no compilers in the final image"
+    # Users' builds use the real upstream bases and the CPU torch; scripts/container_test.sh overrides the arguments.
+    defaults = dict(re.findall(r"^ARG (\w+)=(\S*)$", text, re.M))
+    assert defaults["PYTHON_IMAGE"] == "python:3.11-slim-bookworm"
+    assert defaults["CUDA_IMAGE"].startswith("nvidia/cuda:") and "runtime" in defaults["CUDA_IMAGE"]
+    assert defaults["TORCH_VERSION"].endswith("+cpu") and defaults["TORCH_INDEX_URL"].endswith("/whl/cpu")
 
 
 def test_promtool_accepts_the_config_and_rules_and_rejects_a_broken_rule(tmp_path: Path) -> None:
