@@ -111,12 +111,13 @@ def stack(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         # up returns once the graph is healthy, kg-load has exited 0 and the API container has started.
         up = running.compose("up", "--detach", "--no-build", "--pull", "never", *SERVICES, timeout=600, check=False)
         assert up.returncode == 0, f"compose up failed:\n{up.stdout}\n{up.stderr}\n{running.logs()[-6000:]}"
-        wait_until(
-            "the API's /readyz 200",
-            lambda: http_status(f"{running.api_url}/readyz") == 200,
-            timeout_s=300,
-            on_timeout=lambda: running.logs("api-cpu")[-4000:],
-        )
+
+        def ready() -> bool:
+            state = running.container("api-cpu")["State"]
+            assert state == "running", f"api-cpu is {state}:\n{running.logs('api-cpu')[-4000:]}"
+            return http_status(f"{running.api_url}/readyz") == 200
+
+        wait_until("the API's /readyz 200", ready, timeout_s=300, on_timeout=lambda: running.logs("api-cpu")[-4000:])
         engine.record("compose_up_to_api_ready_s", round(time.monotonic() - started, 1))
         yield running
     finally:

@@ -44,10 +44,16 @@ def api(engine: Engine) -> Iterator[ApiContainer]:
         engine.api_image,
     )  # fmt: skip
     container = ApiContainer(name, f"http://127.0.0.1:{port}")
+
+    def ready() -> bool:
+        state = engine.run("inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", name).stdout.strip()
+        assert state.startswith("running"), f"the container stopped ({state}):\n{engine.run('logs', name).stderr}"
+        return http_status(f"{container.url}/readyz") == 200
+
     try:
         wait_until(
             "/readyz 200",
-            lambda: http_status(f"{container.url}/readyz") == 200,
+            ready,
             timeout_s=300,
             on_timeout=lambda: engine.run("logs", name, check=False).stderr[-4000:],
         )
