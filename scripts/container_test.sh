@@ -64,22 +64,27 @@ limited() {
 [ "$(uname -m)" = x86_64 ] || no_engine "$(uname -m): the Compose binary and the torch wheel here are x86_64"
 mkdir -p "$ARTIFACTS"
 
-missing=()
-command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
-command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
-command -v chromium >/dev/null 2>&1 || missing+=(chromium)
-if [ "${#missing[@]}" -gt 0 ]; then
-  command -v apt-get >/dev/null 2>&1 || no_engine "no apt-get to install ${missing[*]}"
+# install_missing ON_FAILURE COMMAND:PACKAGE...: Debian's package for each command that is not on PATH; when apt-get
+# cannot, ON_FAILURE (no_engine or fail) says why in one line.
+apt_updated=0
+install_missing() {
+  local on_failure=$1 pair missing=()
+  shift
+  for pair in "$@"; do command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}"); done
+  [ "${#missing[@]}" -gt 0 ] || return 0
+  command -v apt-get >/dev/null 2>&1 || "$on_failure" "no apt-get to install ${missing[*]}"
   say "installing Debian's ${missing[*]}"
-  { limited "apt-get update" env DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+  { { [ "$apt_updated" = 1 ] || limited "apt-get update" env DEBIAN_FRONTEND=noninteractive apt-get update -qq; } \
       && limited "installing ${missing[*]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-        --no-install-recommends -o DPkg::Lock::Timeout=600 "${missing[@]}"; } >"$ARTIFACTS/apt.log" 2>&1 \
-    || no_engine "apt-get install ${missing[*]} failed ($(tail -n 1 "$ARTIFACTS/apt.log"))"
-fi
+        --no-install-recommends -o DPkg::Lock::Timeout=600 "${missing[@]}"; } >>"$ARTIFACTS/apt.log" 2>&1 \
+    || "$on_failure" "apt-get install ${missing[*]} failed ($(tail -n 1 "$ARTIFACTS/apt.log"))"
+  apt_updated=1
+}
+# The engine first: where it cannot start, nothing else is installed.
+install_missing no_engine dockerd:docker.io
 # The CLI of the same package as the daemon: it builds with the engine's own BuildKit (no buildx plugin needed).
 DOCKER="$(dirname "$(command -v dockerd)")/../bin/docker"
 [ -x "$DOCKER" ] || DOCKER="$(command -v docker)"
-CHROMIUM="$(command -v chromium)"
 
 if [ "${VQA_CONTAINER_FRESH:-0}" = 1 ] && [ -d "$CACHE" ]; then
   say "VQA_CONTAINER_FRESH=1: deleting the cache $CACHE"
@@ -137,6 +142,8 @@ if ! probe="$({ tar -C / -chf - "${probe_files[@]#/}" | "$DOCKER" import - vqa-l
   no_engine "dockerd started but cannot run a container ($(echo "$probe" | tail -n 1))"
 fi
 say "engine $("$DOCKER" version --format '{{.Server.Version}}') up (data root $CACHE/data; time limit $TIME_LIMIT s)"
+install_missing fail debootstrap:debootstrap chromium:chromium
+CHROMIUM="$(command -v chromium)"
 
 # --------------------------------------------------------------------------------------------- Compose v2 plugin
 PLUGIN="$DOCKER_CONFIG/cli-plugins/docker-compose"
