@@ -117,6 +117,8 @@ cleanup() {
     "$DOCKER" ps --all --quiet | xargs --no-run-if-empty "$DOCKER" rm --force >/dev/null 2>&1 || true
     kill "$DOCKERD_PID"
     for _ in $(seq 60); do kill -0 "$DOCKERD_PID" 2>/dev/null || break; sleep 0.5; done
+    # The stopped daemon leaves its host-network namespace bind-mounted; nothing else is left mounted.
+    umount "$RUN_DIR/exec/netns/default" 2>/dev/null || true
   fi
   say "logs, timings and the /docs screenshot: $ARTIFACTS"
   exit "$code"
