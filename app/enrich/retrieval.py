@@ -68,10 +68,14 @@ class PassageRetriever:
     def from_documents(cls, documents: Sequence[Document], entity_boost: float = 0.5) -> PassageRetriever:
         return cls(passages_of(documents), entity_boost)
 
-    def search(self, query: str, k: int = 5, entity_ids: Iterable[str] = ()) -> list[Retrieved]:
+    def scores(self, query: str) -> np.ndarray:
+        """BM25 score of every passage (in ``passages`` order) for the query; 0 where no query word occurs."""
         query_tokens = bm25s.tokenize([query], stopwords="en", show_progress=False, return_ids=False)[0]
         known = [t for t in query_tokens if t in self._vocab]
-        scores = np.asarray(self._index.get_scores(known), dtype=float) if known else np.zeros(len(self.passages))
+        return np.asarray(self._index.get_scores(known), dtype=float) if known else np.zeros(len(self.passages))
+
+    def search(self, query: str, k: int = 5, entity_ids: Iterable[str] = ()) -> list[Retrieved]:
+        scores = self.scores(query)
         linked = set(entity_ids)
         if linked:
             boost = np.array([1.0 + self.entity_boost if p.entities & linked else 1.0 for p in self.passages])
