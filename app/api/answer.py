@@ -1,43 +1,31 @@
-"""POST /answer: extractive answers over the given contexts."""
+"""POST /answer: maps HTTP to the answer pipeline (app/pipeline.py) and back; nothing else happens here."""
 
 from __future__ import annotations
 
-import asyncio
-import functools
-import time
-from dataclasses import replace
-from datetime import UTC, datetime
+from typing import Literal, cast
 
 from fastapi import APIRouter, Depends, Request
 
-from app.api.deps import (
-    FeedbackDeskDep,
-    GraphDep,
-    MetricsDep,
-    RetrieverDep,
-    RulesDep,
-    ServedModelDep,
-    SettingsDep,
-    require_api_key,
-)
+from app.api.deps import PipelineDep, ServedModelDep, require_api_key
 from app.api.schemas import (
     Abstention,
     AnswerRequest,
     AnswerResponse,
     AnswerSpan,
+    EntityOut,
+    EntityRefOut,
+    FactOut,
     ModelRef,
+    RelationOut,
     RetrievedPassage,
     RuleOutcomeOut,
+    ScheduledChangeOut,
     Timings,
     error_responses,
 )
-from app.enrich.graph import GraphEnrichment
-from app.enrich.pipeline import check_answer
-from app.enrich.retrieval import PassageRetriever
 from app.errors import ApiError, request_id_of
-from app.qa.batcher import DeadlineExceededError, OverloadedError, estimate_size
-from app.qa.reader import WindowJob
-from app.store.records import AnswerDraft, AnsweredPassage
+from app.pipeline import AnswerQuery, ContextIn, PipelineAnswer, PipelineInputError
+from kg.linker import EntityRef
 
 router = APIRouter(tags=["answer"], dependencies=[Depends(require_api_key)])
 
@@ -54,117 +42,50 @@ _ERRORS = error_responses(
         504: "Not served within the request deadline (the admission estimate was wrong).",
     }
 )
+_STATUS = {"contexts_too_large": 413, "too_many_windows": 413, "no_corpus": 422}
+_CODE = {
+    "contexts_too_large": "contexts_too_large",
+    "too_many_windows": "too_many_windows",
+    "no_corpus": "invalid_request",
+}
 
 
 @router.post("/answer", response_model=AnswerResponse, responses=_ERRORS)
 async def answer(
-    body: AnswerRequest,
-    request: Request,
-    served: ServedModelDep,
-    settings: SettingsDep,
-    metrics: MetricsDep,
-    graph: GraphDep,
-    rules: RulesDep,
-    retriever: RetrieverDep,
-    desk: FeedbackDeskDep,
+    body: AnswerRequest, request: Request, pipeline: PipelineDep, served: ServedModelDep
 ) -> AnswerResponse:
-    """Find the answer span(s) to a question in the given contexts."""
-    started = time.perf_counter()
-    reader, batcher = served.reader, served.batcher
-    timeout_s = settings.request_timeout_ms / 1000.0
-    total_chars = sum(len(c.text) for c in body.contexts)
-    if total_chars > settings.max_total_context_chars:
-        metrics.rejections.labels("too_large").inc()
-        raise ApiError(
-            413,
-            "contexts_too_large",
-            f"contexts hold {total_chars} characters in total, over the limit of {settings.max_total_context_chars} "
-            "(VQA_MAX_TOTAL_CONTEXT_CHARS); send fewer or shorter contexts",
-        )
-    if not body.contexts and retriever is None:
-        raise ApiError(
-            422,
-            "invalid_request",
-            "contexts: give at least one context; this service's domain pack has no corpus to search",
-        )
-    # Admitted or refused on arrival, from the request's estimated size: a burst is refused at once rather than after
-    # every request in it was tokenised. submit() checks again with the real windows.
-    expected_chars = [len(c.text) for c in body.contexts] or [_mean_passage_chars(retriever)] * settings.retrieval_top_k
-    windows_guess, tokens_guess = estimate_size(len(body.question), expected_chars, reader.window_config)
-    try:
-        reservation = batcher.reserve(timeout_s, windows_guess, tokens_guess)
-    except OverloadedError as exc:
-        metrics.rejections.labels(exc.code).inc()
-        raise
-    try:
-        texts, context_ids, doc_ids, retrieved = await _contexts(body, graph, retriever, settings.retrieval_top_k)
-        # Tokenising a long context takes milliseconds of CPU: keep it off the event loop.
-        windows = await asyncio.to_thread(reader.preprocess, body.question, texts)
-        if len(windows) > settings.max_windows_per_request:
-            metrics.rejections.labels("too_large").inc()
-            raise ApiError(
-                413,
-                "too_many_windows",
-                f"contexts cut into {len(windows)} windows, over the limit of {settings.max_windows_per_request} "
-                "(VQA_MAX_WINDOWS_PER_REQUEST); send shorter contexts",
-            )
-        jobs = [WindowJob(w, body.max_answer_len, body.top_k) for w in windows]
-        left_s = timeout_s - (time.perf_counter() - started)
-        batch = await batcher.submit(jobs, timeout_s=left_s, reservation=reservation)
-    except OverloadedError as exc:
-        metrics.rejections.labels(exc.code).inc()
-        raise
-    except DeadlineExceededError:
-        metrics.rejections.labels("deadline").inc()
-        raise
-    finally:
-        batcher.release(reservation)
-    min_score = body.min_score if body.min_score is not None else settings.min_score
-    result = reader.postprocess(texts, windows, batch.predictions, top_k=body.top_k, min_score=min_score)
-    if not texts:  # retrieval found nothing to read: say so rather than "every context is empty"
-        result = replace(result, abstain_reason="no_passage: no corpus passage matches the question")
-    metrics.queue_wait.observe(batch.queue_s)
-    graph_started = time.perf_counter()
-    enrichment = await graph.enrich(body.question, [a.text for a in result.answers])
-    graph_s = time.perf_counter() - graph_started
-    checked = check_answer(rules, body.question, result, enrichment, graph.today())
-    for outcome in checked.outcomes:
-        metrics.rule_hits.labels(outcome.rule_id, outcome.action).inc()
-    if checked.abstained:
-        reason = checked.abstain_reason.split(":", 1)[0] if checked.abstain_reason else "unknown"
-        metrics.abstentions.labels(reason).inc()
-    else:
-        metrics.answer_score.observe(result.best_score)
-    top = checked.answers[0] if checked.answers else None
-    desk.record_answer(
-        AnswerDraft(
-            request_id=request_id_of(request),
-            created_at=datetime.now(UTC),
-            model_name=reader.card.name,
-            model_version=reader.card.version,
-            question=body.question,
-            passages=[
-                AnsweredPassage(id=cid, text=text, doc_id=doc)
-                for cid, text, doc in zip(context_ids, texts, doc_ids, strict=True)
-            ],
-            answer_text=top.text if top else None,
-            answer_score=result.best_score,
-            answer_start=top.start if top else None,
-            answer_end=top.end if top else None,
-            answer_passage=top.context_index if top else None,
-            abstained=checked.abstained,
-            abstain_reason=checked.abstain_reason,
-        )
+    """Find the answer span(s) to a question in the given contexts, or in the domain corpus when none are given."""
+    request_id = request_id_of(request)
+    query = AnswerQuery(
+        question=body.question,
+        contexts=[ContextIn(c.text, c.id) for c in body.contexts],
+        top_k=body.top_k,
+        max_answer_len=body.max_answer_len,
+        min_score=body.min_score,
+        request_id=request_id,
     )
+    try:
+        result = await pipeline.answer(query, served)
+    except PipelineInputError as exc:
+        raise ApiError(_STATUS[exc.code], _CODE[exc.code], exc.message) from exc
+    return _response(request_id, result)
+
+
+def _ref(entity: EntityRef) -> EntityRefOut:
+    return EntityRefOut(id=entity.id, name=entity.name, type=entity.type)
+
+
+def _response(request_id: str, result: PipelineAnswer) -> AnswerResponse:
+    checked, reading, enrichment = result.checked, result.reading, result.enriched.enrichment
     return AnswerResponse(
-        request_id=request_id_of(request),
+        request_id=request_id,
         answers=[
             AnswerSpan(
                 text=a.text,
                 score=round(a.score, 6),
                 start=a.start,
                 end=a.end,
-                context_id=context_ids[a.context_index],
+                context_id=result.passages.ids[a.context_index],
                 context_index=a.context_index,
                 redacted=was_redacted,
             )
@@ -172,44 +93,55 @@ async def answer(
         ],
         abstained=checked.abstained,
         abstention=Abstention(
-            reason=checked.abstain_reason, best_score=round(result.best_score, 6), threshold=result.threshold
+            reason=checked.abstain_reason,
+            detail=checked.abstain_detail,
+            best_score=round(reading.result.best_score, 6),
+            threshold=reading.result.threshold,
         )
-        if checked.abstained and checked.abstain_reason
+        if checked.abstained and checked.abstain_reason is not None
         else None,
-        model=ModelRef(name=reader.card.name, version=reader.card.version),
+        model=ModelRef(name=result.model_name, version=result.model_version),
         timings_ms=Timings(
-            queue=round(batch.queue_s * 1000, 3),
-            inference=round(batch.inference_s * 1000, 3),
-            graph=round(graph_s * 1000, 3),
-            total=round((time.perf_counter() - started) * 1000, 3),
+            queue=round(reading.queue_s * 1000, 3),
+            inference=round(reading.inference_s * 1000, 3),
+            graph=round(result.enriched.graph_s * 1000, 3),
+            total=round(result.total_s * 1000, 3),
         ),
-        entities=enrichment.entities_json(),
-        facts=enrichment.facts_json(),
+        entities=[
+            EntityOut(
+                id=m.entity.id,
+                name=m.entity.name,
+                type=m.entity.type,
+                text=m.text,
+                start=m.start,
+                end=m.end,
+                source=source,
+                method=cast(Literal["alias", "fuzzy", "embedding", "document"], m.method),
+            )
+            for source, m in enrichment.mentions
+        ],
+        facts=[
+            FactOut(
+                entity=_ref(f.entity),
+                properties=f.props,
+                changes=[ScheduledChangeOut.model_validate(c.as_json()) for c in f.changes],
+                relations=[
+                    RelationOut(
+                        type=r.type,
+                        direction=cast(Literal["in", "out"], r.direction),
+                        other=_ref(r.other),
+                        properties=r.props,
+                    )
+                    for r in f.relations
+                ],
+            )
+            for f in enrichment.facts
+        ],
         graph_status=enrichment.status,
         rules=[RuleOutcomeOut(rule_id=o.rule_id, action=o.action, message=o.message) for o in checked.outcomes],
-        rules_version=rules.version,
-        retrieved=retrieved,
+        rules_version=result.rules_version,
+        retrieved=[
+            RetrievedPassage(id=h.passage.id, doc_id=h.passage.doc_id, title=h.passage.title, score=round(h.score, 4))
+            for h in result.passages.retrieved
+        ],
     )
-
-
-@functools.cache
-def _mean_passage_chars(retriever: PassageRetriever | None) -> int:
-    passages = retriever.passages if retriever is not None else []
-    return sum(len(p.text) for p in passages) // max(len(passages), 1)
-
-
-async def _contexts(
-    body: AnswerRequest, graph: GraphEnrichment, retriever: PassageRetriever | None, top_k: int
-) -> tuple[list[str], list[str], list[str | None], list[RetrievedPassage]]:
-    """The texts to read with their ids and documents: the request's contexts, else passages retrieved from the
-    pack's corpus."""
-    if body.contexts or retriever is None:
-        texts = [c.text for c in body.contexts]
-        return texts, [c.id or str(i) for i, c in enumerate(body.contexts)], [None] * len(texts), []
-    linked = [m.entity.id for m in graph.linker.link(body.question)]
-    hits = await asyncio.to_thread(retriever.search, body.question, top_k, linked)
-    retrieved = [
-        RetrievedPassage(id=h.passage.id, doc_id=h.passage.doc_id, title=h.passage.title, score=round(h.score, 4))
-        for h in hits
-    ]
-    return [h.passage.text for h in hits], [h.passage.id for h in hits], [h.passage.doc_id for h in hits], retrieved

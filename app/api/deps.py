@@ -11,11 +11,11 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 
 from app.config import Settings
 from app.enrich.graph import GraphEnrichment
-from app.enrich.retrieval import PassageRetriever
 from app.enrich.rules import RuleSet
 from app.errors import ApiError
 from app.feedback import FeedbackDesk
 from app.metrics import ServiceMetrics
+from app.pipeline import AnswerPipeline
 from app.qa.batcher import WindowBatcher
 from app.qa.model_host import ModelHost, ServedModel
 from app.qa.reader import Reader
@@ -61,6 +61,16 @@ async def get_served_model(request: Request) -> AsyncIterator[ServedModel]:
         yield served
 
 
+def get_pipeline(request: Request) -> AnswerPipeline:
+    """The answer pipeline (retrieval, linking, rules); it answers with the model leased by ``get_served_model``."""
+    pipeline: AnswerPipeline | None = getattr(request.app.state, "pipeline", None)
+    if pipeline is None:
+        raise ApiError(
+            503, "not_ready", "the model is still loading; retry shortly (see GET /readyz)", {"Retry-After": "2"}
+        )
+    return pipeline
+
+
 def get_graph(request: Request) -> GraphEnrichment:
     graph: GraphEnrichment = request.app.state.graph
     return graph
@@ -69,11 +79,6 @@ def get_graph(request: Request) -> GraphEnrichment:
 def get_rules(request: Request) -> RuleSet:
     rules: RuleSet = request.app.state.rules
     return rules
-
-
-def get_retriever(request: Request) -> PassageRetriever | None:
-    retriever: PassageRetriever | None = request.app.state.retriever
-    return retriever
 
 
 # Declared in the OpenAPI document as two alternatives; enforced only when VQA_API_KEYS is set.
@@ -178,7 +183,7 @@ BatcherDep = Annotated[WindowBatcher, Depends(get_batcher)]
 ServedModelDep = Annotated[ServedModel, Depends(get_served_model)]
 GraphDep = Annotated[GraphEnrichment, Depends(get_graph)]
 RulesDep = Annotated[RuleSet, Depends(get_rules)]
-RetrieverDep = Annotated[PassageRetriever | None, Depends(get_retriever)]
+PipelineDep = Annotated[AnswerPipeline, Depends(get_pipeline)]
 
 
 def get_feedback_desk(request: Request) -> FeedbackDesk:

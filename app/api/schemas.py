@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from app.qa.abstention import AbstentionReason
+from kg.pack import PropertyValue
 
 MAX_QUESTION_CHARS = 1_000
 MAX_CONTEXTS = 20
@@ -79,7 +82,8 @@ class AnswerSpan(BaseModel):
 
 
 class Abstention(BaseModel):
-    reason: str
+    reason: AbstentionReason = Field(description="Why no answer is given; one of a closed set.")
+    detail: str = Field(default="", description="For people: the score and threshold, the rule that blocked, ...")
     best_score: float
     threshold: float
 
@@ -104,6 +108,51 @@ class RuleOutcomeOut(BaseModel):
     message: str
 
 
+class EntityRefOut(BaseModel):
+    id: str = Field(description="Graph id, e.g. fee:card-replacement.")
+    name: str
+    type: str = Field(description="Graph label: Product, Fee, Limit, Rate, Term, Regulation, Procedure, ...")
+
+
+class EntityOut(EntityRefOut):
+    text: str = Field(description="The words that named it (the whole question when found by similarity).")
+    start: int = Field(description="Character offset into the question or answer text.")
+    end: int
+    source: str = Field(description="'question' or 'answer:<index>' (index into answers).")
+    method: Literal["alias", "fuzzy", "embedding", "document"] = Field(
+        default="alias",
+        description="alias: a name or alias; fuzzy: the same with a typo repaired; embedding: the question is "
+        "similar to the entity's description (no words name it).",
+    )
+
+
+class RelationOut(BaseModel):
+    type: str = Field(description="Relationship type, e.g. HAS_FEE.")
+    direction: Literal["in", "out"]
+    other: EntityRefOut
+    properties: dict[str, PropertyValue] = Field(default_factory=dict)
+
+
+class ScheduledChangeOut(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    property: str
+    from_: PropertyValue | None = Field(alias="from", description="The value in force today.")
+    to: PropertyValue | None = Field(description="The value from `on` (null: the property stops applying).")
+    on: str = Field(description="ISO date the change takes effect.")
+
+
+class FactOut(BaseModel):
+    entity: EntityRefOut
+    properties: dict[str, PropertyValue] = Field(
+        description="The entity's graph properties (amounts, rates, ...), as in force today."
+    )
+    changes: list[ScheduledChangeOut] = Field(
+        default_factory=list, description="Changes to these properties scheduled after today."
+    )
+    relations: list[RelationOut] = Field(default_factory=list)
+
+
 class RetrievedPassage(BaseModel):
     id: str = Field(description="Passage id (<document id>#<index>); answers name it as context_id.")
     doc_id: str
@@ -119,8 +168,10 @@ class AnswerResponse(BaseModel):
     model: ModelRef
     timings_ms: Timings
     # Knowledge-graph enrichment and the rule checks that fired.
-    entities: list[dict[str, Any]] = Field(default_factory=list)
-    facts: list[dict[str, Any]] = Field(default_factory=list)
+    entities: list[EntityOut] = Field(
+        default_factory=list, description="Graph entities named in the question and answers (linked from the pack)."
+    )
+    facts: list[FactOut] = Field(default_factory=list, description="Their graph facts (empty when the graph is off).")
     rules: list[RuleOutcomeOut] = Field(default_factory=list)
     rules_version: str = "none"
     retrieved: list[RetrievedPassage] = Field(

@@ -254,13 +254,18 @@ class GraphEnrichment:
         self._after_attempt(succeeded)
 
     async def enrich(self, question: str, answers: list[str]) -> Enrichment:
-        if not self.enabled:
-            return Enrichment("disabled")
-        if self.client is None or not self.client.healthy:
-            return Enrichment("unavailable")
+        """Link question and answers with the graph's own aliases, then :meth:`facts_for`."""
         mentions: list[tuple[str, EntityMention]] = [("question", m) for m in self.linker.link(question)]
         for index, text in enumerate(answers):
             mentions.extend((f"answer:{index}", m) for m in self.linker.link(text))
+        return await self.facts_for(mentions)
+
+    async def facts_for(self, mentions: list[tuple[str, EntityMention]]) -> Enrichment:
+        """The facts of entities already linked, as (source, mention) pairs; one read transaction, cached."""
+        if not self.enabled:
+            return Enrichment("disabled", mentions)
+        if self.client is None or not self.client.healthy:
+            return Enrichment("unavailable", mentions)
         if not mentions:
             return Enrichment("ok")
         try:

@@ -34,6 +34,9 @@ class FusionConfig:
     bm25_weight: float = 1.0
     dense_weight: float = 1.0
     entity_bonus: float = 0.0
+    # A passage no query word occurs in is a candidate only when its cosine similarity reaches this: gibberish and
+    # off-topic questions (cosine about 0.1-0.15 here) retrieve nothing rather than the least bad passage.
+    min_similarity: float = 0.2
 
 
 # Tuned on packs/fintech/qa/dev.json (never on customer.json): see bench/RESULTS.md, "Hybrid retrieval".
@@ -98,7 +101,10 @@ class HybridRetriever:
         """The query's unit vector (None without an encoder); pass it to :meth:`search` to encode once per request."""
         return None if self.encoder is None else self.encoder.encode([query])[0]
 
-    def scores(self, query: str, entity_ids: Iterable[str] = (), query_vector: np.ndarray | None = None) -> np.ndarray:
+    def scores(
+        self, query: str, entity_ids: Iterable[str] = (), query_vector: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Fused score of every passage, and which passages are candidates at all (see ``min_similarity``)."""
         bm25 = self.bm25.scores(query)
         dense: np.ndarray | None = None
         if self.index is not None and self.fusion.method != "bm25":
@@ -106,16 +112,20 @@ class HybridRetriever:
             assert vector is not None
             dense = self.index.scores(vector)
         fused = fuse(bm25, dense, self.fusion)
+        eligible = bm25 > 0
+        if dense is not None:
+            eligible |= dense >= self.fusion.min_similarity
         linked = set(entity_ids)
         if linked and self.fusion.entity_bonus:
             about = np.array([bool(p.entities & linked) for p in self.bm25.passages])
             fused = fused + self.fusion.entity_bonus * about
-        return fused
+        return fused, eligible
 
     def search(
         self, query: str, k: int = 5, entity_ids: Iterable[str] = (), query_vector: np.ndarray | None = None
     ) -> list[Retrieved]:
-        """The ``k`` best passages, best first; passages that neither matcher scores above zero are left out."""
-        fused = self.scores(query, entity_ids, query_vector)
+        """The ``k`` best candidate passages, best first (none when nothing in the corpus is near the question)."""
+        fused, eligible = self.scores(query, entity_ids, query_vector)
+        fused = np.where(eligible, fused, -np.inf)
         order = np.argsort(-fused, kind="stable")[:k]
-        return [Retrieved(self.bm25.passages[i], float(fused[i])) for i in order if fused[i] > 0]
+        return [Retrieved(self.bm25.passages[i], float(fused[i])) for i in order if eligible[i]]

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from app.enrich.dense import SentenceEncoder
-from app.enrich.retrieval import Document
+from domain.corpus import Document
 from kg.linker import EntityLinker, EntityMention, EntityRef
 from kg.pack import EntityRow, RelationRow
 

@@ -8,6 +8,7 @@ from datetime import date
 from app.enrich.graph import Enrichment
 from app.enrich.pii import DETECTORS, find_pii, redact
 from app.enrich.rules import RuleContext, RuleOutcome, RuleSet
+from app.qa.abstention import AbstentionReason
 from app.qa.reader import ReaderResult, SpanAnswer
 
 
@@ -16,8 +17,9 @@ class CheckedAnswer:
     answers: list[SpanAnswer]
     redacted: list[bool]
     abstained: bool
-    abstain_reason: str | None
+    abstain_reason: AbstentionReason | None
     outcomes: list[RuleOutcome] = field(default_factory=list)
+    abstain_detail: str = ""
 
 
 def check_answer(
@@ -42,11 +44,11 @@ def check_answer(
     redacted = [False] * len(answers)
     blocked = next((o for o in outcomes if o.action == "block"), None)
     if blocked is not None:
-        return CheckedAnswer([], [], True, f"blocked: {blocked.rule_id}: {blocked.message}", outcomes)
+        return CheckedAnswer([], [], True, AbstentionReason.BLOCKED, outcomes, f"{blocked.rule_id}: {blocked.message}")
     if any(o.action == "redact" for o in outcomes):
         for i, answer in enumerate(answers):
             matches = find_pii(answer.text, list(DETECTORS))
             if matches:
                 answers[i] = replace(answer, text=redact(answer.text, matches))
                 redacted[i] = True
-    return CheckedAnswer(answers, redacted, result.abstained, result.abstain_reason, outcomes)
+    return CheckedAnswer(answers, redacted, result.abstained, result.abstain_reason, outcomes, result.abstain_detail)

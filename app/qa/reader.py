@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
+from app.qa.abstention import AbstentionReason
 from app.qa.backends import EncodedBatch, ModelBackend, ModelLoadError, select_backend
 from app.qa.card import EvalResult, ModelCard
 from app.qa.spans import SpanDecoder
@@ -57,10 +58,11 @@ class SpanAnswer:
 class ReaderResult:
     answers: list[SpanAnswer]
     abstained: bool
-    abstain_reason: str | None
+    abstain_reason: AbstentionReason | None
     best_score: float
     null_score: float
     threshold: float = 0.0  # the abstention threshold that was applied
+    abstain_detail: str = ""  # for people: what exactly was missing or too low
 
 
 class Reader:
@@ -89,6 +91,8 @@ class Reader:
         self.requested_backend = backend
         self.num_threads = num_threads
         self.card = ModelCard(name=self.model_path.name)
+        # For questions asked without contexts (retrieved passages): the domain pack's fit, when it has one.
+        self.question_only_threshold: float | None = None
         self.window_config = WindowConfig()
         self._backend: ModelBackend | None = None
         self._tokenizers: TokenizerPerThread | None = None
@@ -179,11 +183,19 @@ class Reader:
             self.load_seconds,
         )
 
-    def use_calibration(self, temperature: float, no_answer_threshold: float, source: str) -> None:
+    def use_calibration(
+        self,
+        temperature: float,
+        no_answer_threshold: float,
+        source: str,
+        question_only_threshold: float | None = None,
+    ) -> None:
         """Score with a calibration fitted for this model elsewhere (a domain pack's dev split) instead of the card's.
 
         The card keeps naming the checkpoint; its temperature and threshold are replaced for this process only.
+        ``question_only_threshold`` (None: the same threshold) applies to answers read from retrieved passages.
         """
+        self.question_only_threshold = question_only_threshold
         calibration = self.card.calibration.model_copy(update={"temperature": temperature, "fitted_on": source})
         self.card = self.card.model_copy(
             update={"calibration": calibration, "no_answer_threshold": no_answer_threshold}
@@ -277,21 +289,39 @@ class Reader:
         null_score = math.exp(null_lp) if null_lp > float("-inf") else 0.0
         if not windows:
             return ReaderResult(
-                [], True, "no_context_text: every context is empty or whitespace", 0.0, null_score, threshold
+                [],
+                True,
+                AbstentionReason.NO_CONTEXT_TEXT,
+                0.0,
+                null_score,
+                threshold,
+                "every context is empty or whitespace",
             )
         if not answers:
             return ReaderResult(
-                [], True, "no_span: no span fits max_answer_len in the contexts", 0.0, null_score, threshold
+                [],
+                True,
+                AbstentionReason.NO_SPAN,
+                0.0,
+                null_score,
+                threshold,
+                "no span fits max_answer_len in the contexts",
             )
+        return self.apply_threshold(answers, null_score, threshold)
+
+    @staticmethod
+    def apply_threshold(answers: list[SpanAnswer], null_score: float, threshold: float) -> ReaderResult:
+        """Abstain when the first (chosen) answer scores below ``threshold``; else answer with ``answers``."""
         best_score = answers[0].score
         if best_score < threshold:
             return ReaderResult(
                 [],
                 True,
-                f"low_confidence: best score {best_score:.3f} < threshold {threshold:.3f}",
+                AbstentionReason.LOW_CONFIDENCE,
                 best_score,
                 null_score,
                 threshold,
+                f"best score {best_score:.3f} < threshold {threshold:.3f}",
             )
         return ReaderResult(answers, False, None, best_score, null_score, threshold)
 

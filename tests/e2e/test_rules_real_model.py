@@ -80,7 +80,8 @@ def test_blocked_topic_gets_no_answer(real_service: RunningService) -> None:
         "Current accounts can receive transfers from any UK bank.",
     )
     assert data["abstained"] is True and data["answers"] == []
-    assert data["abstention"]["reason"].startswith("blocked: blocked-financial-crime")
+    assert data["abstention"]["reason"] == "blocked"
+    assert data["abstention"]["detail"].startswith("blocked-financial-crime: ")
 
 
 def test_rule_hits_are_counted(real_service: RunningService) -> None:

