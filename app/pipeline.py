@@ -130,12 +130,13 @@ class RetrieveStage:
             )
         assert self.retriever is not None
         vector = self.retriever.encode_query(query.question)
-        lexical = self.linker.lexical.link(query.question) if self.linker is not None else []
-        hits = self.retriever.search(query.question, self.passages_read, [m.entity.id for m in lexical], vector)
-        mentions = lexical
-        if not lexical and self.linker is not None:
+        by_alias = self.linker.link_aliases(query.question) if self.linker is not None else []
+        hits = self.retriever.search(query.question, self.passages_read, [m.entity.id for m in by_alias], vector)
+        mentions = by_alias
+        if not by_alias and self.linker is not None:
             # The embedding fallback picks among the entities of the best passage's document.
-            mentions = self.linker.link(query.question, vector, hits[0].passage.entities if hits else ())
+            top = hits[0].passage.entities if hits else ()
+            mentions = self.linker.link_by_similarity(query.question, vector, top)
         return Passages(
             [h.passage.text for h in hits],
             [h.passage.id for h in hits],

@@ -82,7 +82,7 @@ def main() -> None:
         """Entities of the best passage's document, retrieved as the service does (question + its alias links)."""
         out = []
         for item, vector in zip(items, vectors, strict=True):
-            linked = [m.entity.id for m in lexical.lexical.link(item.question)]
+            linked = [m.entity.id for m in lexical.link_aliases(item.question)]
             hits = retriever.search(item.question, args.top_documents, linked, vector)
             out.append(set().union(*(h.passage.entities for h in hits)) if hits else set())
         return out

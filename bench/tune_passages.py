@@ -62,7 +62,7 @@ def main() -> None:
     started = time.perf_counter()
     for q in tqdm(questions, desc="retrieve + read", unit="q"):
         vector = retriever.encode_query(q.text)
-        linked = [m.entity.id for m in linker.link(q.text)]
+        linked = [m.entity.id for m in linker.link_aliases(q.text)]
         hits = retriever.search(q.text, args.max_read, linked, vector)
         texts = [h.passage.text for h in hits]
         windows = reader.preprocess(q.text, texts)

@@ -119,14 +119,25 @@ class QuestionLinker:
         ``document_entities``: the entities of the documents retrieved for the text (their front matter). When
         given, the embedding fallback only picks among them: a question is about what its best passages are about.
         """
-        mentions = self.lexical.link(text)
+        mentions = self.link_aliases(text)
         if mentions:
-            return self._about(text, mentions)
-        if not self.config.embedding or self.entity_vectors is None or not text.strip():
             return mentions
+        return self.link_by_similarity(text, query_vector, document_entities)
+
+    def link_aliases(self, text: str) -> list[EntityMention]:
+        """Names and aliases only (typo- and inflection-tolerant), read through the relation rules."""
+        mentions = self.lexical.link(text)
+        return self._about(text, mentions) if mentions else []
+
+    def link_by_similarity(
+        self, text: str, query_vector: np.ndarray | None = None, document_entities: Iterable[str] | None = None
+    ) -> list[EntityMention]:
+        """The fallback alone: the entity most similar to the text, if similar enough (see :meth:`link`)."""
+        if not self.config.embedding or self.entity_vectors is None or not text.strip():
+            return []
         if query_vector is None:
             if self.encoder is None:
-                return mentions
+                return []
             query_vector = self.encoder.encode([text])[0]
         similarity = self.entity_vectors @ query_vector
         if document_entities is not None:

@@ -20,7 +20,7 @@ from app.qa.reader import SpanAnswer
 @dataclass(frozen=True, slots=True)
 class PassageChoice:
     passages_read: int = 2
-    retrieval_weight: float = 1.0
+    retrieval_weight: float = 3.0
 
 
 def combined_score(answer: SpanAnswer, passage_scores: Sequence[float], retrieval_weight: float) -> float:
