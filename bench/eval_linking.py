@@ -112,7 +112,7 @@ def main() -> None:
         return
 
     stages = [
-        ("aliases only (before: exact Aho-Corasick)", LinkingConfig(typos=False, stems=False, embedding=False)),
+        ("exact words, today's aliases and relation rules", LinkingConfig(typos=False, stems=False, embedding=False)),
         ("+ typos and inflections", LinkingConfig(embedding=False)),
         ("+ embedding fallback (default)", LinkingConfig()),
     ]
