@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -101,7 +102,9 @@ class EntityLinker:
     ) -> None:
         self.repair_typos = repair_typos
         self.normalise = normalise  # stems and function words; off: exact folded words only
-        self._stemmer = snowballstemmer.stemmer("english")
+        # A Snowball stemmer keeps the word it works on in the instance: one per thread, since requests link in
+        # worker threads at the same time (a shared one mixes two words up and raises).
+        self._stemmers = threading.local()
         self._automaton = ahocorasick.Automaton()
         self.size = 0
         self.entities: list[EntityRef] = []
@@ -138,7 +141,12 @@ class EntityLinker:
         return self._stem(word)
 
     def _stem(self, word: str) -> str:
-        return str(self._stemmer.stemWord(word)) if self.normalise else word
+        if not self.normalise:
+            return word
+        stemmer = getattr(self._stemmers, "english", None)
+        if stemmer is None:
+            stemmer = self._stemmers.english = snowballstemmer.stemmer("english")
+        return str(stemmer.stemWord(word))
 
     def _dropped(self, word: str) -> bool:
         return self.normalise and word in FUNCTION_WORDS

@@ -71,3 +71,16 @@ def test_offsets_still_point_into_the_original_text() -> None:
     text = "Hi! Can I raise the Contactles  Limit, please?"
     (mention,) = PHRASING.link(text)
     assert text[mention.start : mention.end] == mention.text == "Contactles  Limit"
+
+
+def test_threads_linking_at_once_all_get_their_own_answer() -> None:
+    # Requests link in worker threads concurrently; a shared Snowball stemmer mixed their words up and raised.
+    from concurrent.futures import ThreadPoolExecutor
+
+    linker = EntityLinker([(FEE, ["replacement card fee"]), (CHAPS, ["chaps payments", "same-day transfers"])])
+    questions = ["what is the replacement cards fee", "what do chaps payments cost", "same day transfering fees"] * 300
+    expected = {q: [m.entity.id for m in linker.link(q)] for q in set(questions)}
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        got = list(pool.map(lambda q: [m.entity.id for m in linker.link(q)], questions))
+    assert got == [expected[q] for q in questions]
+    assert all(expected.values())
