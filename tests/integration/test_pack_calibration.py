@@ -18,10 +18,10 @@ from tests.conftest import PACK_DIR
 CONTEXT = "A replacement card costs £5 unless it was stolen."
 
 
-def _pack_with_fit(tmp_path: Path, version: str, threshold: float) -> Path:
+def _pack_with_fit(tmp_path: Path, version: str, threshold: float, question_only: float | None = None) -> Path:
     pack = tmp_path / "pack"
     shutil.copytree(PACK_DIR, pack)
-    fit = {
+    fit: dict[str, object] = {
         "model_name": "tiny-test",
         "model_version": version,
         "temperature": 2.0,
@@ -29,6 +29,8 @@ def _pack_with_fit(tmp_path: Path, version: str, threshold: float) -> Path:
         "fitted_on": "qa/dev.json",
         "questions": 318,
     }
+    if question_only is not None:
+        fit["question_only_threshold"] = question_only
     (pack / "calibration.json").write_text(json.dumps({"fits": [fit]}))
     return pack
 
@@ -52,3 +54,21 @@ def test_the_pack_fit_for_the_served_version_decides_abstention(
     tiny_model_dir: Path, tmp_path: Path, version: str, expected: float
 ) -> None:
     assert _threshold_applied(tiny_model_dir, _pack_with_fit(tmp_path, version, 0.999)) == expected
+
+
+def test_the_question_only_threshold_applies_to_questions_asked_without_contexts(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    pack = _pack_with_fit(tmp_path, "t1", 0.0, question_only=0.999)
+    with TestClient(create_app(Settings(model_path=tiny_model_dir, pack=pack))) as client:
+        deadline = time.monotonic() + 60
+        while client.get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        given = client.post("/answer", json={"question": "How much is a new card?", "contexts": [{"text": CONTEXT}]})
+        asked = client.post("/answer", json={"question": "How much does a replacement card cost?"})
+    assert given.status_code == asked.status_code == 200, (given.text, asked.text)
+    assert not given.json()["abstained"]  # the fit's threshold for given contexts: 0
+    refused = asked.json()
+    assert refused["retrieved"] and refused["abstained"]
+    assert (refused["abstention"]["reason"], refused["abstention"]["threshold"]) == ("low_confidence", 0.999)
