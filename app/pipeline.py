@@ -10,8 +10,10 @@ The model is an argument of every answer, not part of the pipeline: a reload (``
 model current while requests in flight finish on the one they leased. The canary answers through the same pipeline
 (``source="canary"``): its answers are neither counted in the request metrics nor stored for feedback.
 
-The question is linked once, in :class:`RetrieveStage` (its vector, computed for dense retrieval, is reused by the
-linker's embedding fallback); the answers are linked in :class:`EnrichStage`.
+The question is linked once: asked without contexts, in :class:`RetrieveStage` (its links steer retrieval, and its
+vector, computed for dense retrieval, is reused by the linker's embedding fallback); with the client's contexts, in
+:class:`EnrichStage` after reading, so that linking (which may run the sentence encoder) never delays the model's
+batch. The answers are linked in :class:`EnrichStage`.
 """
 
 from __future__ import annotations
@@ -86,12 +88,12 @@ class Passages:
     ids: list[str]
     doc_ids: list[str | None]  # the corpus document of each text (None: the client's context)
     retrieved: list[Retrieved]  # empty when the client sent contexts
-    question_mentions: list[EntityMention]
+    question_mentions: list[EntityMention] | None  # None: not linked yet (client contexts: linked when enriching)
     from_corpus: bool
 
 
 class RetrieveStage:
-    """The client's contexts, or the best corpus passages; links the question to graph entities either way."""
+    """The client's contexts, or the best corpus passages found with the question's entity links."""
 
     def __init__(
         self, retriever: HybridRetriever | None, linker: QuestionLinker | None, passages_read: int = 2
@@ -119,13 +121,12 @@ class RetrieveStage:
 
     def _run(self, query: AnswerQuery) -> Passages:
         if query.contexts:
-            mentions = self.linker.link(query.question) if self.linker is not None else []
             return Passages(
                 [c.text for c in query.contexts],
                 [c.id or str(i) for i, c in enumerate(query.contexts)],
                 [None] * len(query.contexts),
                 [],
-                mentions,
+                None,
                 from_corpus=False,
             )
         assert self.retriever is not None
@@ -245,7 +246,8 @@ class Enriched:
 
 
 class EnrichStage:
-    """Links the answers, then fetches the graph facts of every entity of question and answers."""
+    """Links the answers (and the question, when retrieval did not), then fetches the graph facts of every entity of
+    question and answers."""
 
     def __init__(self, graph: GraphEnrichment, linker: QuestionLinker | None) -> None:
         self.graph = graph
@@ -254,11 +256,18 @@ class EnrichStage:
     async def run(self, query: AnswerQuery, passages: Passages, reading: Reading) -> Enriched:
         started = time.perf_counter()
         day = self.graph.today()
-        mentions: list[tuple[str, EntityMention]] = [("question", m) for m in passages.question_mentions]
         if self.linker is not None:
             linker = self.linker
             answers = [a.text for a in reading.result.answers]
-            found = await asyncio.to_thread(lambda: [linker.lexical.link(text) for text in answers])
+
+            def link() -> tuple[list[EntityMention], list[list[EntityMention]]]:
+                asked = passages.question_mentions
+                return (linker.link(query.question) if asked is None else asked), [
+                    linker.lexical.link(text) for text in answers
+                ]
+
+            question_mentions, found = await asyncio.to_thread(link)
+            mentions: list[tuple[str, EntityMention]] = [("question", m) for m in question_mentions]
             for index, answer_mentions in enumerate(found):
                 mentions.extend((f"answer:{index}", m) for m in answer_mentions)
             enrichment = await self.graph.facts_for(mentions)

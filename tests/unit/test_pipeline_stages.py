@@ -48,7 +48,7 @@ def test_retrieve_reads_the_corpus_and_links_the_question_once() -> None:
     assert "£25" in " ".join(passages.texts)
 
 
-def test_retrieve_passes_the_clients_contexts_through() -> None:
+def test_retrieve_passes_the_clients_contexts_through_and_leaves_linking_until_after_reading() -> None:
     stage = RetrieveStage(BM25, LINKER)
     query = AnswerQuery("is there a contactless limit", [ContextIn("Up to £100.", "c1"), ContextIn("Other.")])
     passages = asyncio.run(stage.run(query))
@@ -59,7 +59,10 @@ def test_retrieve_passes_the_clients_contexts_through() -> None:
         [],
         False,
     )
-    assert [m.entity.id for m in passages.question_mentions] == ["limit:contactless"]
+    assert passages.question_mentions is None  # nothing (the encoder included) runs before the model's batch
+    graph = GraphEnrichment(Settings(kg_enabled=False), ServiceMetrics())
+    enriched = asyncio.run(EnrichStage(graph, LINKER).run(query, passages, _reading("£100")))
+    assert [(s, m.entity.id) for s, m in enriched.enrichment.mentions] == [("question", "limit:contactless")]
 
 
 def test_retrieve_without_a_corpus_asks_for_contexts() -> None:
