@@ -8,7 +8,14 @@ abstention scores 0 on an answerable question), the share of answerable and of u
 overall SQuAD v2 F1 (an abstention scores 100 on an unanswerable question), and the same per ``style`` when the file
 labels its questions with one (the customer set does). Starts the service itself on a free port, graph off.
 
+With ``--fit FILE`` (the pack's dev split) it also chooses the question-only abstention threshold the way
+``vqa calibrate`` chooses the pack's (best overall F1 within the two abstention limits, on the top answers' scores,
+which the service already calibrates with the pack's temperature) and prints the dev numbers at it; with ``--save``
+it stores it, when it meets both limits, as ``question_only_threshold`` in the pack's fit for the served model
+version. Restart the service, or run this again, to use it.
+
     .venv/bin/python bench/eval_question_only.py packs/fintech/qa/test.json packs/fintech/qa/customer.json
+    .venv/bin/python bench/eval_question_only.py --fit packs/fintech/qa/dev.json --save
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from bench_question_only import start  # noqa: E402
 
+from domain.calibration import PackCalibration  # noqa: E402
+from training.abstention import QuestionOutcome, choose_threshold, served_report  # noqa: E402
 from training.squad_metric import best_over_references  # noqa: E402
 
 
@@ -46,7 +55,9 @@ class Asked:
 class Outcome:
     asked: Asked
     top_text: str
+    top_score: float
     served_text: str | None  # None: abstained
+    model: tuple[str, str]  # name, version
 
 
 def load(path: Path) -> list[Asked]:
@@ -81,10 +92,14 @@ async def ask_all(url: str, asked: list[Asked], clients: int) -> list[Outcome]:
             top_answers = top["answers"]
             served_answers = served["answers"]
             assert isinstance(top_answers, list) and isinstance(served_answers, list)
+            model = top["model"]
+            assert isinstance(model, dict)
             outcomes[i] = Outcome(
                 asked[i],
                 str(top_answers[0]["text"]) if top_answers else "",
+                float(top_answers[0]["score"]) if top_answers else 0.0,
                 None if served["abstained"] else str(served_answers[0]["text"]),
+                (str(model["name"]), str(model["version"])),
             )
 
     timeout = aiohttp.ClientTimeout(total=120)
@@ -117,6 +132,20 @@ def summarise(outcomes: list[Outcome]) -> dict[str, float]:
     }
 
 
+def fit_threshold(outcomes: list[Outcome], max_answerable: float, min_unanswerable: float) -> tuple[float, bool]:
+    items = []
+    for o in outcomes:
+        em, f1 = best_over_references(o.top_text, list(o.asked.answers)) if o.asked.answers else (0.0, 0.0)
+        items.append(QuestionOutcome(bool(o.asked.answers), o.top_score, em, f1))
+    threshold, met = choose_threshold(items, max_answerable, min_unanswerable)
+    report = served_report(items, threshold)
+    print(
+        f"question-only threshold {threshold:.4f} ({'meets' if met else 'closest to'} <= {max_answerable:g}% "
+        f"answerable abstained and >= {min_unanswerable:g}% unanswerable abstained): {report.as_dict()}"
+    )
+    return threshold, met
+
+
 def row(name: str, s: dict[str, float]) -> str:
     return (
         f"| {name} | {s['answerable']:.0f} / {s['unanswerable']:.0f} | {s['top_em']:.2f} / {s['top_f1']:.2f} | "
@@ -127,11 +156,17 @@ def row(name: str, s: dict[str, float]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("files", type=Path, nargs="+", help="SQuAD v2 files (e.g. packs/fintech/qa/test.json)")
+    parser.add_argument("files", type=Path, nargs="*", help="SQuAD v2 files (e.g. packs/fintech/qa/test.json)")
     parser.add_argument("--model", type=Path, default=None, help="checkpoint (default: the service's default)")
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--json-out", type=Path, default=None)
+    parser.add_argument("--fit", type=Path, default=None, help="choose the question-only threshold on this file")
+    parser.add_argument("--max-answerable-abstained", type=float, default=15.0)
+    parser.add_argument("--min-unanswerable-abstained", type=float, default=80.0)
+    parser.add_argument("--pack", type=Path, default=REPO / "packs" / "fintech")
+    parser.add_argument("--save", action="store_true", help="store the --fit threshold in the pack's calibration")
     args = parser.parse_args()
+    files = [*args.files, *([args.fit] if args.fit else [])]
 
     with tempfile.TemporaryDirectory(prefix="vqa-eval-qonly-") as tmp:
         env = {
@@ -146,7 +181,7 @@ def main() -> None:
             env["VQA_MODEL_PATH"] = str(args.model.resolve())
         proc, url, _ = start(env, Path(tmp) / "service.log")
         try:
-            results = {str(path): asyncio.run(ask_all(url, load(path), args.clients)) for path in args.files}
+            results = {str(path): asyncio.run(ask_all(url, load(path), args.clients)) for path in files}
         finally:
             proc.send_signal(signal.SIGINT)
             proc.wait(60)
@@ -170,6 +205,22 @@ def main() -> None:
             print(row(f"{Path(path).name}: {style}", summary[f"{path}:{style}"]))
     if args.json_out is not None:
         args.json_out.write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    if args.fit is not None:
+        fitted = results[str(args.fit)]
+        threshold, met = fit_threshold(fitted, args.max_answerable_abstained, args.min_unanswerable_abstained)
+        if args.save and not met:
+            # "closest to the limits" can cost more overall F1 than it buys (on the fintech dev split it did: 70.2
+            # at the pack's threshold, 60.0 at the closest): the pack's threshold stays in force.
+            print("not saved: no threshold meets both limits; the pack's threshold stays in force")
+        elif args.save:
+            path = args.pack / "calibration.json"
+            calibration = PackCalibration.load(path)
+            fit = calibration.for_model(*fitted[0].model)
+            if fit is None:
+                raise SystemExit(f"{path} has no fit for {fitted[0].model}: run vqa calibrate --pack first")
+            updated = fit.model_copy(update={"question_only_threshold": round(threshold, 4)})
+            calibration.with_fit(updated).save(path)
+            print(f"saved question_only_threshold {threshold:.4f} for {fitted[0].model} in {path}")
 
 
 if __name__ == "__main__":
