@@ -20,7 +20,7 @@
 # cache (a lock); logs, timings and the /docs screenshot go to VQA_CONTAINER_ARTIFACTS (default: a new /tmp folder).
 #
 # Bounded: the whole run (package installs, a cold build and the tests) stops after VQA_CONTAINER_TIME_LIMIT seconds
-# (run alone: 840 by default; scripts/test.sh passes what is left of its 20 minutes) and fails with one line naming
+# (840 by default, under scripts/test.sh too) and fails with one line naming
 # the step it was in. A daemon that starts but cannot run a container (e.g. inside an unprivileged CI
 # container) counts as no engine: one line, exit 0.
 set -euo pipefail

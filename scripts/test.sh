@@ -46,10 +46,9 @@ if [ "$#" -gt 0 ]; then
 elif [ "${VQA_CONTAINER_TEST:-1}" = 0 ]; then
   echo "container test: skipped (VQA_CONTAINER_TEST=0)"
 else
-  # The whole command stays within CI's 20 minutes (VQA_TEST_BUDGET_S): the containers get what is left of it, less a
-  # minute for stopping the engine, unless VQA_CONTAINER_TIME_LIMIT says otherwise.
-  left=$(( ${VQA_TEST_BUDGET_S:-1200} - SECONDS - 60 ))
-  export VQA_CONTAINER_TIME_LIMIT="${VQA_CONTAINER_TIME_LIMIT:-$(( left > 1 ? left : 1 ))}"
+  # A bound of its own (VQA_CONTAINER_TIME_LIMIT, 840 s by default), not what is left of the suite's time: a fresh CI
+  # machine installs the engine and builds cold (7-9 min on 2 cores), and a slow test run before it must not turn
+  # that into a failure. Warm, it takes 1-2 minutes.
   # Builds and runs the images and the compose stack; says so in one line and passes where no engine can start.
   bash scripts/container_test.sh || code=$((code == 0 ? 1 : code))
 fi
