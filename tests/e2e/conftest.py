@@ -56,6 +56,19 @@ def start_service(model_dir: Path, log_path: Path, **env: str) -> RunningService
     raise RuntimeError(f"service not ready within 90 s:\n{service.log_tail()}")
 
 
+def wait_until_ready(url: str, timeout_s: float = 60) -> None:
+    """Until an in-process server's /readyz answers 200 (model loaded and warmed)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"{url} not ready within {timeout_s:.0f} s")
+
+
 def wait_for_graph(service: RunningService, timeout_s: float = 60) -> None:
     """Until /readyz reports the graph ok (the embedded server starts after the HTTP port opens)."""
     deadline = time.monotonic() + timeout_s

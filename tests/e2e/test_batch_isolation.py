@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from app.config import Settings
 from app.main import create_app
 from app.qa.reader import Reader, WindowJob, WindowPrediction
 from kg.embedded import free_port
+from tests.e2e.conftest import wait_until_ready
 
 POISON_WORD = "zebra"  # one WordPiece token in the model's vocabulary
 
@@ -44,14 +44,7 @@ def poisoned_server(tiny_model_dir: Path) -> Iterator[str]:
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
+    wait_until_ready(url)
     yield url
     server.should_exit = True
     thread.join(30)

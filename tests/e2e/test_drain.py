@@ -23,7 +23,7 @@ from app.main import create_app
 from app.qa.reader import Reader, WindowJob, WindowPrediction
 from bench import traffic
 from kg.embedded import free_port
-from tests.e2e.conftest import RunningService, start_service, wait_for_graph
+from tests.e2e.conftest import RunningService, start_service, wait_for_graph, wait_until_ready
 
 QUESTION = {"question": "What is the fee?", "contexts": [{"text": "The card replacement fee is 5 pounds."}]}
 
@@ -61,14 +61,7 @@ def draining_server(tiny_model_dir: Path, request: pytest.FixtureRequest) -> Ite
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
+    wait_until_ready(url)
     yield InProcessServer(url, server, thread)
     GatedReader.gate.set()
     server.should_exit = True
