@@ -5,27 +5,29 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${VQA_VENV:-.venv}"
 bash scripts/setup.sh
-# promtool and prometheus validate the deploy configs and scrape the live service in the tests.
-if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
+# install_debian_package PACKAGE WHAT: Debian's PACKAGE (as root, through apt-get; the package lists are fetched once
+# per run), else stop with one line saying what is missing.
+apt_updated=0
+install_debian_package() {
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "test: installing Debian's prometheus package (promtool + prometheus)"
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    echo "test: installing Debian's $1 package ($2)"
+    if [ "$apt_updated" = 0 ]; then
+      DEBIAN_FRONTEND=noninteractive apt-get update -qq
+      apt_updated=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$1" >/dev/null
   else
-    echo "test: promtool/prometheus missing; install Debian's 'prometheus' package (or put both on PATH)" >&2
+    echo "test: $2 missing; install Debian's '$1' package" >&2
     exit 1
   fi
+}
+# promtool and prometheus validate the deploy configs and scrape the live service in the tests.
+if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
+  install_debian_package prometheus "promtool + prometheus"
 fi
 # A real PostgreSQL server (Debian's package; the tests start a throwaway cluster) for the feedback store's tests.
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "test: installing Debian's postgresql package (server binaries for the store tests)"
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null
-  else
-    echo "test: PostgreSQL server binaries missing; install Debian's 'postgresql' package" >&2
-    exit 1
-  fi
+  install_debian_package postgresql "PostgreSQL server binaries for the store tests"
 fi
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 echo "== ruff"; "$VENV/bin/ruff" check app training kg domain tests bench
