@@ -119,7 +119,14 @@ def _build_search(settings: Settings, pack: DomainPack, bm25: PassageRetriever |
                 entry.key[:12],
             )
             retriever = HybridRetriever(bm25, encoder, index, fusion)
-    linker = QuestionLinker.from_pack(pack.graph.entities, pack.documents, encoder, relations=pack.graph.relations)
+    linker = QuestionLinker.from_pack(
+        pack.graph.entities,
+        pack.documents,
+        encoder,
+        relations=pack.graph.relations,
+        examples=pack.linking_examples,
+        cache=VectorCache(settings.embedding_cache_dir),
+    )
     log.info("retrieval and linking ready in %.2fs (dense: %s)", time.perf_counter() - started, encoder is not None)
     return Search(retriever, linker)
 

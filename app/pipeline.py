@@ -134,10 +134,10 @@ class RetrieveStage:
         by_alias = self.linker.link_aliases(query.question) if self.linker is not None else []
         hits = self.retriever.search(query.question, self.passages_read, [m.entity.id for m in by_alias], vector)
         mentions = by_alias
-        if not by_alias and self.linker is not None:
-            # The embedding fallback picks among the entities of the best passage's document.
+        if self.linker is not None:
+            # Labelled examples may overrule the aliases; the fallback picks among the best passage's entities.
             top = hits[0].passage.entities if hits else ()
-            mentions = self.linker.link_by_similarity(query.question, vector, top)
+            mentions = self.linker.resolve(query.question, by_alias, vector, top)
         return Passages(
             [h.passage.text for h in hits],
             [h.passage.id for h in hits],

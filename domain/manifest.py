@@ -63,6 +63,11 @@ class GraphFiles(BaseModel):
 
     entities: str = "graph/entities.jsonl"
     relations: str = "graph/relations.jsonl"
+    linking_examples: str | None = Field(
+        default=None,
+        description="JSON lines {question, entities}: customers' questions labelled with what they are about; the "
+        "entity linker compares questions with them",
+    )
 
 
 class LintSpec(BaseModel):

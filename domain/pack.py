@@ -2,7 +2,8 @@
 
 A pack folder holds ``pack.json`` (the manifest: name, version, where the parts live, what graph properties
 measure), ``corpus/*.md``, ``graph/entities.jsonl`` + ``graph/relations.jsonl``, ``rules.yaml``, ``qa/*.json``
-(SQuAD v2) with the fact catalogue ``qa/facts.yaml``, and the calibration slot ``calibration.json``. Every consumer
+(SQuAD v2) with the fact catalogue ``qa/facts.yaml``, labelled questions for entity linking
+(``graph/linking_examples.jsonl``), and the calibration slot ``calibration.json``. Every consumer
 (retrieval, graph loading, rules, the QA builder, calibration) takes its part from this object, so a broken pack is
 refused in one place with ``file:line: field: reason``.
 """
@@ -21,6 +22,7 @@ from pydantic import ValidationError
 
 from domain.calibration import PackCalibration
 from domain.corpus import FACT_REFERENCE, Document, load_corpus
+from domain.linking_examples import LinkingExample, load_linking_examples
 from domain.manifest import PackManifest, PropertySpec
 from domain.qa import FactCatalogue, check_qa_file, check_splits
 from domain.rules import RuleFile, load_rules
@@ -40,6 +42,7 @@ class DomainPack:
     calibration: PackCalibration
     catalogue: FactCatalogue | None
     _entities: dict[str, EntityRow] = field(repr=False, default_factory=dict)
+    _linking_examples: tuple[LinkingExample, ...] = field(repr=False, default=())
 
     @property
     def name(self) -> str:
@@ -81,6 +84,16 @@ class DomainPack:
         currency = entity.props.get("currency") if entity is not None else None
         return str(currency) if isinstance(currency, str) else self.manifest.currency
 
+    @property
+    def linking_examples(self) -> tuple[LinkingExample, ...]:
+        """Labelled questions for the entity linker: the pack's examples file, then the fact catalogue's questions."""
+        catalogue = (
+            tuple(LinkingExample(q, frozenset({f.entity})) for f in self.catalogue.facts for q in f.questions)
+            if self.catalogue is not None
+            else ()
+        )
+        return self._linking_examples + catalogue
+
     def qa_path(self, name: str) -> Path:
         spec = next((s for s in self.manifest.qa.sets if s.name == name), None)
         if spec is None:
@@ -121,7 +134,12 @@ class DomainPack:
         calibration = PackCalibration.load(root / manifest.calibration if manifest.calibration else None)
         catalogue = FactCatalogue.load(root / manifest.qa.facts) if manifest.qa.facts else None
         entities = {e.id: e for e in graph.entities}
-        pack = cls(root, manifest, documents, graph, rules, calibration, catalogue, entities)
+        examples = (
+            load_linking_examples(root / manifest.graph.linking_examples, set(entities))
+            if manifest.graph.linking_examples
+            else ()
+        )
+        pack = cls(root, manifest, documents, graph, rules, calibration, catalogue, entities, examples)
         pack._check_properties()
         pack._check_documents()
         return pack
@@ -187,4 +205,3 @@ def _front_matter_line(doc: Document, key: str) -> int:
         if text.startswith(f"{key}:"):
             return number
     return 1
-

@@ -51,7 +51,8 @@ class EntityMention:
     start: int
     end: int
     # How it was found: "alias" (exact normal form), "fuzzy" (a typo was repaired in it), "embedding" (similar to
-    # the entity's description), "document" (an entity of the document the answer came from).
+    # the entity's description or to a labelled example question), "document" (an entity of the document the answer
+    # came from).
     method: str = "alias"
     score: float = 1.0
 

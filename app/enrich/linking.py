@@ -1,6 +1,15 @@
-"""Linking a question to the graph's entities: aliases first (typo- and inflection-tolerant, ``kg.linker``), then,
-when no alias matched, the entity whose description is most similar to the question (sentence-encoder cosine),
-accepted only above a threshold tuned on labelled dev questions (``bench/eval_linking.py --tune``).
+"""Linking a question to the graph's entities: aliases (typo- and inflection-tolerant, ``kg.linker``) and the pack's
+labelled example questions (``domain.linking_examples``), compared by sentence-encoder cosine:
+
+- a question very close to a labelled example (``example_threshold``) is about what that example is about, whatever
+  its aliases say ("can i pay extra off my mortgage without being charged" names the mortgage, but asks about its
+  early repayment charge; an example labelled "about nothing" keeps look-alike questions unlinked);
+- otherwise the aliases decide;
+- when no alias matched, the most similar entity description or labelled example is accepted above
+  ``embedding_threshold``.
+
+Both thresholds are tuned on the dev part of ``qa/tuning_customer.jsonl`` (``bench/eval_linking.py --tune``), never on
+``customer.json``.
 
 Two rules from the graph's own relations say what a question is about when it names a product with one of its parts:
 
@@ -19,8 +28,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from app.enrich.dense import SentenceEncoder
+from app.enrich.dense import DenseIndex, SentenceEncoder, VectorCache
 from domain.corpus import Document
+from domain.linking_examples import LinkingExample
 from kg.linker import EntityLinker, EntityMention, EntityRef
 from kg.pack import EntityRow, RelationRow
 
@@ -33,9 +43,11 @@ class LinkingConfig:
     typos: bool = True
     stems: bool = True
     embedding: bool = True
-    # Tuned on packs/fintech/qa/linking_dev.jsonl (never on customer.json); see bench/RESULTS.md.
-    embedding_threshold: float = 0.3
-    embedding_margin: float = 0.05  # best minus second-best cosine: ties between two entities link neither
+    examples: bool = True  # compare with the pack's labelled example questions (else entity descriptions only)
+    # Tuned on the dev part of packs/fintech/qa/tuning_customer.jsonl (never on customer.json); see bench/RESULTS.md.
+    embedding_threshold: float = 0.5
+    embedding_margin: float = 0.0  # best minus the best other answer's cosine: ties closer than this link nothing
+    example_threshold: float = 0.75
 
 
 def entity_description(row: EntityRow) -> str:
@@ -59,7 +71,7 @@ def corpus_words(documents: Iterable[Document]) -> set[str]:
 
 
 class QuestionLinker:
-    """Aliases, then the embedding fallback. Build once; :meth:`link` is thread-safe."""
+    """Aliases and labelled examples, then the embedding fallback. Build once; :meth:`link` is thread-safe."""
 
     def __init__(
         self,
@@ -69,6 +81,8 @@ class QuestionLinker:
         encoder: SentenceEncoder | None = None,
         config: LinkingConfig = LinkingConfig(),
         relations: Sequence[RelationRow] = (),
+        examples: Sequence[LinkingExample] = (),
+        example_vectors: np.ndarray | None = None,
     ) -> None:
         self.lexical = lexical
         self.entities = list(entities)
@@ -76,6 +90,10 @@ class QuestionLinker:
         self.encoder = encoder
         self.config = config
         by_id = {e.id: e for e in self.entities}
+        self._by_id = by_id
+        # Every candidate answer of the similarity stages: each entity (its description) and each labelled example.
+        self._examples = [e for e in examples if e.entities <= by_id.keys()]
+        self._example_vectors = example_vectors if self._examples else None
         self._parts: dict[str, set[str]] = {}  # product id -> its fees, limits and rates
         rates: dict[str, list[str]] = {}
         self._defined_by: dict[str, set[str]] = {}  # rate id -> the terms that define it
@@ -96,7 +114,10 @@ class QuestionLinker:
         encoder: SentenceEncoder | None = None,
         config: LinkingConfig = LinkingConfig(),
         relations: Sequence[RelationRow] = (),
+        examples: Sequence[LinkingExample] = (),
+        cache: VectorCache | None = None,
     ) -> QuestionLinker:
+        """``cache``: keep the examples' vectors on disk beside the passages' (start-up encodes them only once)."""
         refs = [EntityRef(r.id, r.name, r.type) for r in rows]
         lexical = EntityLinker(
             [(ref, row.aliases) for ref, row in zip(refs, rows, strict=True)],
@@ -104,8 +125,13 @@ class QuestionLinker:
             repair_typos=config.typos,
             normalise=config.stems,
         )
+        known = {r.id for r in rows}
+        examples = [e for e in examples if e.entities <= known]
         vectors = encoder.encode([entity_description(r) for r in rows]) if encoder is not None and rows else None
-        return cls(lexical, refs, vectors, encoder, config, relations)
+        example_vectors: np.ndarray | None = None
+        if encoder is not None and examples:
+            example_vectors = DenseIndex.build(encoder, [e.question for e in examples], cache)[0].vectors
+        return cls(lexical, refs, vectors, encoder, config, relations, examples, example_vectors)
 
     @property
     def size(self) -> int:
@@ -116,13 +142,38 @@ class QuestionLinker:
     ) -> list[EntityMention]:
         """Mentions of entities in ``text``; pass the text's sentence vector when you have it (saves an encoding).
 
+        Without a vector, a text the aliases link is not encoded (about 12 ms on 2 CPU cores) just to compare it with
+        the labelled examples: the aliases decide. The question-only flow always has the vector from retrieval.
+
         ``document_entities``: the entities of the documents retrieved for the text (their front matter). When
         given, the embedding fallback only picks among them: a question is about what its best passages are about.
         """
-        mentions = self.link_aliases(text)
-        if mentions:
-            return mentions
-        return self.link_by_similarity(text, query_vector, document_entities)
+        by_alias = self.link_aliases(text)
+        if by_alias and query_vector is None:
+            return by_alias
+        return self.resolve(text, by_alias, query_vector, document_entities)
+
+    def resolve(
+        self,
+        text: str,
+        by_alias: list[EntityMention],
+        query_vector: np.ndarray | None = None,
+        document_entities: Iterable[str] | None = None,
+    ) -> list[EntityMention]:
+        """:meth:`link` for a caller that has the alias mentions already (:meth:`link_aliases` of the same text)."""
+        if not self.config.embedding or not text.strip():
+            return by_alias
+        vector = self._vector(text, query_vector)
+        if vector is None:
+            return by_alias
+        if self.config.examples and self._example_vectors is not None:
+            similarity = self._example_vectors @ vector
+            best = int(np.argmax(similarity))
+            if similarity[best] >= self.config.example_threshold:
+                return self._as_example(text, by_alias, self._examples[best].entities, float(similarity[best]))
+        if by_alias:
+            return by_alias
+        return self._closest(text, vector, document_entities)
 
     def link_aliases(self, text: str) -> list[EntityMention]:
         """Names and aliases only (typo- and inflection-tolerant), read through the relation rules."""
@@ -132,25 +183,53 @@ class QuestionLinker:
     def link_by_similarity(
         self, text: str, query_vector: np.ndarray | None = None, document_entities: Iterable[str] | None = None
     ) -> list[EntityMention]:
-        """The fallback alone: the entity most similar to the text, if similar enough (see :meth:`link`)."""
-        if not self.config.embedding or self.entity_vectors is None or not text.strip():
+        """The fallback alone: the most similar entity description or labelled example, if similar enough."""
+        if not self.config.embedding or not text.strip():
             return []
-        if query_vector is None:
-            if self.encoder is None:
-                return []
-            query_vector = self.encoder.encode([text])[0]
-        similarity = self.entity_vectors @ query_vector
-        if document_entities is not None:
-            allowed = set(document_entities)
-            similarity = np.where([e.id in allowed for e in self.entities], similarity, -1.0)
-        order = np.argsort(-similarity)
-        best = float(similarity[order[0]])
-        second = float(similarity[order[1]]) if len(order) > 1 else -1.0
-        if best < self.config.embedding_threshold or best - second < self.config.embedding_margin:
+        vector = self._vector(text, query_vector)
+        return [] if vector is None else self._closest(text, vector, document_entities)
+
+    def _vector(self, text: str, query_vector: np.ndarray | None) -> np.ndarray | None:
+        if query_vector is not None:
+            return query_vector
+        return None if self.encoder is None else self.encoder.encode([text])[0]
+
+    def _closest(self, text: str, vector: np.ndarray, document_entities: Iterable[str] | None) -> list[EntityMention]:
+        """Best answer among entity descriptions and (non-empty) labelled examples, with its margin over the rest."""
+        answers: list[frozenset[str]] = []
+        scores: list[np.ndarray] = []
+        if self.entity_vectors is not None:
+            answers.extend(frozenset({e.id}) for e in self.entities)
+            scores.append(self.entity_vectors @ vector)
+        if self.config.examples and self._example_vectors is not None:
+            answers.extend(e.entities for e in self._examples)
+            scores.append(self._example_vectors @ vector)
+        if not answers:
             return []
-        entity = self.entities[int(order[0])]
-        # Nothing in the text names it: the mention spans the whole question.
-        return [EntityMention(entity, text, 0, len(text), "embedding", round(best, 4))]
+        similarity = np.concatenate(scores)
+        allowed = None if document_entities is None else set(document_entities)
+        usable = np.array([bool(a) and (allowed is None or a <= allowed) for a in answers])
+        similarity = np.where(usable, similarity, -1.0)
+        order = np.argsort(-similarity, kind="stable")
+        best = answers[int(order[0])]
+        score = float(similarity[order[0]])
+        # The margin is over the best *other* answer: many examples share their labels.
+        second = next((float(similarity[i]) for i in order[1:] if answers[int(i)] != best), -1.0)
+        if score < self.config.embedding_threshold or score - second < self.config.embedding_margin:
+            return []
+        return self._as_example(text, [], best, score)
+
+    def _as_example(
+        self, text: str, by_alias: list[EntityMention], entity_ids: frozenset[str], score: float
+    ) -> list[EntityMention]:
+        """Mentions of ``entity_ids``: an alias mention keeps its span; the others span the whole question."""
+        spans = {m.entity.id: m for m in by_alias}
+        mentions: list[EntityMention] = []
+        for entity_id in sorted(entity_ids):
+            named = spans.get(entity_id)
+            entity = self._by_id[entity_id]
+            mentions.append(named or EntityMention(entity, text, 0, len(text), "embedding", round(score, 4)))
+        return sorted(mentions, key=lambda m: m.start)
 
     def _about(self, text: str, mentions: list[EntityMention]) -> list[EntityMention]:
         """Apply the two relation rules (module docstring) to what the aliases found."""

@@ -92,7 +92,9 @@ def parts(reader: Reader, encoder: SentenceEncoder, tmp_path_factory: pytest.Tem
     bm25 = PassageRetriever.from_documents(pack.documents)
     cache = VectorCache(tmp_path_factory.mktemp("vectors"))
     index, _ = DenseIndex.build(encoder, [f"{p.title}\n{p.text}" for p in bm25.passages], cache)
-    linker = QuestionLinker.from_pack(pack.graph.entities, pack.documents, encoder, relations=pack.graph.relations)
+    linker = QuestionLinker.from_pack(
+        pack.graph.entities, pack.documents, encoder, relations=pack.graph.relations, examples=pack.linking_examples
+    )
     return Parts(reader, HybridRetriever(bm25, encoder, index), linker)
 
 
