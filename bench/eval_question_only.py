@@ -5,8 +5,10 @@ pack's calibration (its question-only threshold when it has one) and the rules a
 Each question is asked twice: as served (the service's own threshold) and with ``min_score: 0`` (the top span, to
 tell reading from abstaining). Prints, per file: top-span EM/F1 over the answerable questions, served EM/F1 (an
 abstention scores 0 on an answerable question), the share of answerable and of unanswerable questions abstained on,
-overall SQuAD v2 F1 (an abstention scores 100 on an unanswerable question), and the same per ``style`` when the file
-labels its questions with one (the customer set does). Starts the service itself on a free port, graph off.
+overall SQuAD v2 F1 (an abstention scores 100 on an unanswerable question), how often the top span comes from the
+document the question was written against (the document the answer pipeline chose; many answers are also stated in
+another document), and the same per ``style`` when the file labels its questions with one (the customer set does).
+Starts the service itself on a free port, graph off.
 
 With ``--fit FILE`` (the pack's dev split) it also chooses the question-only abstention threshold the way
 ``vqa calibrate`` chooses the pack's (best overall F1 within the two abstention limits, on the top answers' scores,
@@ -49,6 +51,7 @@ class Asked:
     question: str
     answers: tuple[str, ...]  # empty: unanswerable
     style: str
+    doc_id: str  # the document the question was written against
 
 
 @dataclass
@@ -58,12 +61,18 @@ class Outcome:
     top_score: float
     served_text: str | None  # None: abstained
     model: tuple[str, str]  # name, version
+    top_doc: str | None  # document of the passage the top span was read from
 
 
 def load(path: Path) -> list[Asked]:
     data = json.loads(path.read_text(encoding="utf-8"))
     return [
-        Asked(qa["question"], tuple(dict.fromkeys(a["text"] for a in qa["answers"])), qa.get("style", ""))
+        Asked(
+            qa["question"],
+            tuple(dict.fromkeys(a["text"] for a in qa["answers"])),
+            qa.get("style", ""),
+            article["title"],
+        )
         for article in data["data"]
         for paragraph in article["paragraphs"]
         for qa in paragraph["qas"]
@@ -100,6 +109,8 @@ async def ask_all(url: str, asked: list[Asked], clients: int) -> list[Outcome]:
                 float(top_answers[0]["score"]) if top_answers else 0.0,
                 None if served["abstained"] else str(served_answers[0]["text"]),
                 (str(model["name"]), str(model["version"])),
+                # Passage ids are "<document id>#<index>".
+                str(top_answers[0]["context_id"]).rsplit("#", 1)[0] if top_answers else None,
             )
 
     timeout = aiohttp.ClientTimeout(total=120)
@@ -124,6 +135,7 @@ def summarise(outcomes: list[Outcome]) -> dict[str, float]:
         "unanswerable": len(unanswerable),
         "top_em": 100 * sum(e for e, _ in top) / n_a,
         "top_f1": 100 * sum(f for _, f in top) / n_a,
+        "answer_doc_at_1": 100 * sum(o.top_doc == o.asked.doc_id for o in answerable) / n_a,
         "served_em": 100 * sum(e for e, _ in served) / n_a,
         "served_f1": 100 * sum(f for _, f in served) / n_a,
         "answerable_abstained": 100 * sum(o.served_text is None for o in answerable) / n_a,
@@ -150,7 +162,7 @@ def row(name: str, s: dict[str, float]) -> str:
     return (
         f"| {name} | {s['answerable']:.0f} / {s['unanswerable']:.0f} | {s['top_em']:.2f} / {s['top_f1']:.2f} | "
         f"{s['served_em']:.2f} / {s['served_f1']:.2f} | {s['answerable_abstained']:.1f}% | "
-        f"{s['unanswerable_abstained']:.1f}% | {s['overall_f1']:.2f} |"
+        f"{s['unanswerable_abstained']:.1f}% | {s['overall_f1']:.2f} | {s['answer_doc_at_1']:.1f}% |"
     )
 
 
@@ -189,9 +201,9 @@ def main() -> None:
     print(f"\nquestion only (no contexts), graph off, {os.cpu_count()} CPU cores")
     print(
         "| set | answerable / unanswerable | top-span EM / F1 | served EM / F1 | answerable abstained "
-        "| unanswerable abstained | overall F1 (v2) |"
+        "| unanswerable abstained | overall F1 (v2) | top span from the question's document |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     summary: dict[str, dict[str, float]] = {}
     for path, outcomes in results.items():
         summary[path] = summarise(outcomes)
