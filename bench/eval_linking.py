@@ -69,7 +69,6 @@ def main() -> None:
     parser.add_argument("--errors", action="store_true", help="print the tuning set's misses and false links")
     parser.add_argument("--cache", type=Path, default=REPO / "var" / "cache" / "embeddings")
     parser.add_argument("--encoder", type=Path, help="sentence encoder (default: the served one)")
-    parser.add_argument("--top-documents", type=int, default=1, help="passages whose entities the fallback may pick")
     args = parser.parse_args()
 
     pack = DomainPack.load(args.pack)
@@ -96,7 +95,8 @@ def main() -> None:
         out: list[set[str]] = []
         for item, vector in zip(items, vectors, strict=True):
             by_alias = linker.link_aliases(item.question)
-            hits = retriever.search(item.question, args.top_documents, [m.entity.id for m in by_alias], vector)
+            # The service's fallback picks among the entities of the best passage only.
+            hits = retriever.search(item.question, 1, [m.entity.id for m in by_alias], vector)
             top = hits[0].passage.entities if hits else frozenset()
             out.append({m.entity.id for m in linker.resolve(item.question, by_alias, vector, top)})
         return out

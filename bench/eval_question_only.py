@@ -5,8 +5,8 @@ pack's calibration (its question-only threshold when it has one) and the rules a
 Each question is asked twice: as served (the service's own threshold) and with ``min_score: 0`` (the top span, to
 tell reading from abstaining). Prints, per file: top-span EM/F1 over the answerable questions, served EM/F1 (an
 abstention scores 0 on an answerable question), the share of answerable and of unanswerable questions abstained on,
-overall SQuAD v2 F1 (an abstention scores 100 on an unanswerable question), how often the top span comes from the
-document the question was written against (the document the answer pipeline chose; many answers are also stated in
+overall SQuAD v2 F1 (an abstention scores 100 on an unanswerable question), how often the document the answer
+pipeline read its top span from is the document the question was written against (many answers are also stated in
 another document), and the same per ``style`` when the file labels its questions with one (the customer set does).
 Starts the service itself on a free port, graph off.
 

@@ -150,6 +150,7 @@ def main() -> None:
         "--encoder", type=Path, help="another sentence encoder (e.g. a fine-tuned one) to compare with the served one"
     )
     parser.add_argument("--tune", action="store_true", help="grid over the fusion settings on the dev sets only")
+    parser.add_argument("--top", type=int, default=15, help="with --tune: how many of the best settings to print")
     args = parser.parse_args()
 
     pack = DomainPack.load(args.pack)
@@ -196,7 +197,7 @@ def main() -> None:
             "doc@5 / answer@5 |"
         )
         print("|---|---|---|---|---|---|")
-        for _, c, b, h in results[:15]:
+        for _, c, b, h in results[: args.top]:
             print(
                 f"| {c.method} | {c.rrf_k:g} | {c.dense_weight:g} | {c.entity_bonus:g} | "
                 f"{b['doc@5']:.3f} / {b['answer@1']:.3f} / {b['answer@5']:.3f} | "

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from domain.calibration import PackCalibration
 from domain.corpus import FACT_REFERENCE, Document, load_corpus
-from domain.linking_examples import LinkingExample, load_linking_examples
+from domain.linking_examples import LinkingExample, load_linking_examples, with_catalogue
 from domain.manifest import PackManifest, PropertySpec
 from domain.qa import FactCatalogue, check_qa_file, check_splits
 from domain.rules import RuleFile, load_rules
@@ -84,15 +84,11 @@ class DomainPack:
         currency = entity.props.get("currency") if entity is not None else None
         return str(currency) if isinstance(currency, str) else self.manifest.currency
 
-    @property
+    @cached_property
     def linking_examples(self) -> tuple[LinkingExample, ...]:
         """Labelled questions for the entity linker: the pack's examples file, then the fact catalogue's questions."""
-        catalogue = (
-            tuple(LinkingExample(q, frozenset({f.entity})) for f in self.catalogue.facts for q in f.questions)
-            if self.catalogue is not None
-            else ()
-        )
-        return self._linking_examples + catalogue
+        catalogue = [(q, f.entity) for f in self.catalogue.facts for q in f.questions] if self.catalogue else []
+        return with_catalogue(self._linking_examples, catalogue)
 
     def qa_path(self, name: str) -> Path:
         spec = next((s for s in self.manifest.qa.sets if s.name == name), None)

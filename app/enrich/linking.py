@@ -46,7 +46,8 @@ class LinkingConfig:
     examples: bool = True  # compare with the pack's labelled example questions (else entity descriptions only)
     # Tuned on the dev part of packs/fintech/qa/tuning_customer.jsonl (never on customer.json); see bench/RESULTS.md.
     embedding_threshold: float = 0.5
-    embedding_margin: float = 0.0  # best minus the best other answer's cosine: ties closer than this link nothing
+    # Best minus the best other answer's cosine must reach this (0: off; the tuning grid found no margin that helps).
+    embedding_margin: float = 0.0
     example_threshold: float = 0.75
 
 
@@ -91,9 +92,23 @@ class QuestionLinker:
         self.config = config
         by_id = {e.id: e for e in self.entities}
         self._by_id = by_id
-        # Every candidate answer of the similarity stages: each entity (its description) and each labelled example.
-        self._examples = [e for e in examples if e.entities <= by_id.keys()]
-        self._example_vectors = example_vectors if self._examples else None
+        if example_vectors is not None and len(example_vectors) != len(examples):
+            raise ValueError(f"{len(example_vectors)} example vectors for {len(examples)} examples")
+        # Examples about entities this linker does not know are dropped, with their vectors.
+        known = [e.entities <= by_id.keys() for e in examples]
+        self._examples = [e for e, keep in zip(examples, known, strict=True) if keep]
+        self._example_vectors = (
+            example_vectors[np.asarray(known, dtype=bool)] if example_vectors is not None and self._examples else None
+        )
+        # The candidate answers of the similarity stages, and which entities each names (rows: answers, columns:
+        # self.entities), so that restricting them to a document's entities is one array operation per request.
+        column = {e.id: i for i, e in enumerate(self.entities)}
+        self._description_answers = [frozenset({e.id}) for e in self.entities]
+        self._example_answers = [e.entities for e in self._examples]
+        self._description_names = np.eye(len(self.entities), dtype=bool)
+        self._example_names = np.zeros((len(self._examples), len(self.entities)), dtype=bool)
+        for row, example in enumerate(self._examples):
+            self._example_names[row, [column[i] for i in example.entities]] = True
         self._parts: dict[str, set[str]] = {}  # product id -> its fees, limits and rates
         rates: dict[str, list[str]] = {}
         self._defined_by: dict[str, set[str]] = {}  # rate id -> the terms that define it
@@ -156,23 +171,23 @@ class QuestionLinker:
     def resolve(
         self,
         text: str,
-        by_alias: list[EntityMention],
+        by_alias: Sequence[EntityMention],
         query_vector: np.ndarray | None = None,
         document_entities: Iterable[str] | None = None,
     ) -> list[EntityMention]:
         """:meth:`link` for a caller that has the alias mentions already (:meth:`link_aliases` of the same text)."""
         if not self.config.embedding or not text.strip():
-            return by_alias
+            return list(by_alias)
         vector = self._vector(text, query_vector)
         if vector is None:
-            return by_alias
+            return list(by_alias)
         if self.config.examples and self._example_vectors is not None:
             similarity = self._example_vectors @ vector
             best = int(np.argmax(similarity))
             if similarity[best] >= self.config.example_threshold:
-                return self._as_example(text, by_alias, self._examples[best].entities, float(similarity[best]))
+                return self._mentions_of(text, by_alias, self._examples[best].entities, float(similarity[best]))
         if by_alias:
-            return by_alias
+            return list(by_alias)
         return self._closest(text, vector, document_entities)
 
     def link_aliases(self, text: str) -> list[EntityMention]:
@@ -198,17 +213,24 @@ class QuestionLinker:
         """Best answer among entity descriptions and (non-empty) labelled examples, with its margin over the rest."""
         answers: list[frozenset[str]] = []
         scores: list[np.ndarray] = []
+        names: list[np.ndarray] = []
         if self.entity_vectors is not None:
-            answers.extend(frozenset({e.id}) for e in self.entities)
+            answers.extend(self._description_answers)
             scores.append(self.entity_vectors @ vector)
+            names.append(self._description_names)
         if self.config.examples and self._example_vectors is not None:
-            answers.extend(e.entities for e in self._examples)
+            answers.extend(self._example_answers)
             scores.append(self._example_vectors @ vector)
+            names.append(self._example_names)
         if not answers:
             return []
         similarity = np.concatenate(scores)
-        allowed = None if document_entities is None else set(document_entities)
-        usable = np.array([bool(a) and (allowed is None or a <= allowed) for a in answers])
+        named = np.concatenate(names)
+        usable = named.any(axis=1)  # an example about nothing is never the fallback's answer
+        if document_entities is not None:
+            allowed = set(document_entities)
+            outside = np.array([e.id not in allowed for e in self.entities], dtype=bool)
+            usable &= ~(named & outside).any(axis=1)
         similarity = np.where(usable, similarity, -1.0)
         order = np.argsort(-similarity, kind="stable")
         best = answers[int(order[0])]
@@ -217,10 +239,10 @@ class QuestionLinker:
         second = next((float(similarity[i]) for i in order[1:] if answers[int(i)] != best), -1.0)
         if score < self.config.embedding_threshold or score - second < self.config.embedding_margin:
             return []
-        return self._as_example(text, [], best, score)
+        return self._mentions_of(text, [], best, score)
 
-    def _as_example(
-        self, text: str, by_alias: list[EntityMention], entity_ids: frozenset[str], score: float
+    def _mentions_of(
+        self, text: str, by_alias: Sequence[EntityMention], entity_ids: frozenset[str], score: float
     ) -> list[EntityMention]:
         """Mentions of ``entity_ids``: an alias mention keeps its span; the others span the whole question."""
         spans = {m.entity.id: m for m in by_alias}
