@@ -104,7 +104,9 @@ def _build_search(settings: Settings, pack: DomainPack, bm25: PassageRetriever |
             encoder.load()
     retriever: HybridRetriever | None = None
     if bm25 is not None:
-        fusion = replace(DEFAULT_FUSION, entity_bonus=settings.retrieval_entity_boost)
+        fusion = DEFAULT_FUSION
+        if settings.retrieval_entity_boost is not None:
+            fusion = replace(fusion, entity_bonus=settings.retrieval_entity_boost)
         if encoder is None:
             retriever = HybridRetriever(bm25, fusion=replace(fusion, method="bm25"))
         else:
@@ -272,7 +274,7 @@ def create_app(settings: Settings | None = None, reader_factory: ReaderFactory |
     pack = DomainPack.load(settings.pack)
     rules = RuleSet.from_file(pack.rules, str(pack.rules_path)) if pack.rules is not None else RuleSet.empty()
     # BM25 over the pack's corpus now (fast); the dense side loads with the model.
-    bm25 = PassageRetriever.from_documents(pack.documents, settings.retrieval_entity_boost) if pack.documents else None
+    bm25 = PassageRetriever.from_documents(pack.documents) if pack.documents else None
     factory = reader_factory or default_reader_factory
 
     def today() -> date:

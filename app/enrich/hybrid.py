@@ -1,6 +1,6 @@
 """Hybrid passage retrieval: BM25 and dense (sentence-encoder) scores fused into one ranking.
 
-Two fusions are offered; :data:`DEFAULT_FUSION` is the one tuned on the domain dev split (``bench/eval_retrieval.py
+Two fusions are offered; :data:`DEFAULT_FUSION` is the one tuned on the domain dev sets (``bench/eval_retrieval.py
 --tune``; numbers in ``bench/RESULTS.md``):
 
 - ``rrf``: reciprocal rank fusion, ``sum_i w_i / (rrf_k + rank_i)`` over the two rankings (rank 1 = best; a passage
@@ -39,7 +39,8 @@ class FusionConfig:
     min_similarity: float = 0.2
 
 
-# Tuned on packs/fintech/qa/dev.json (never on customer.json): see bench/RESULTS.md, "Hybrid retrieval".
+# Tuned on packs/fintech/qa/dev.json and the dev part of qa/tuning_customer.jsonl (never on customer.json): see
+# bench/RESULTS.md, "Hybrid retrieval" (and why a reciprocal-rank fusion that a later rerun preferred is not served).
 DEFAULT_FUSION = FusionConfig(method="weighted", bm25_weight=1.0, dense_weight=4.0, entity_bonus=0.4)
 
 
