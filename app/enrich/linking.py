@@ -45,7 +45,7 @@ class LinkingConfig:
     embedding: bool = True
     examples: bool = True  # compare with the pack's labelled example questions (else entity descriptions only)
     # Tuned on the dev part of packs/fintech/qa/tuning_customer.jsonl (never on customer.json); see bench/RESULTS.md.
-    embedding_threshold: float = 0.5
+    embedding_threshold: float = 0.55
     # Best minus the best other answer's cosine must reach this (0: off; the tuning grid found no margin that helps).
     embedding_margin: float = 0.0
     example_threshold: float = 0.75
