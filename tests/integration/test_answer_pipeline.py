@@ -182,3 +182,13 @@ def test_client_answers_are_recorded_for_feedback_and_canary_answers_are_not(par
     assert (first.model_name, first.model_version) == (parts.reader.card.name, parts.reader.card.version)
     assert (second.request_id, second.abstained, second.answer_text) == ("req-2", True, None)
     assert second.abstain_reason is not None and second.abstain_reason.startswith("no_passage: ")
+
+
+def test_question_only_links_by_the_packs_labelled_examples_over_the_aliases(parts: Parts) -> None:
+    # An example of graph/linking_examples.jsonl, labelled with the early repayment charge; its only alias match is
+    # the mortgage product, which the aliases alone would return (the linker with contexts given, no vector at hand).
+    question = "How much can I overpay on my mortgage each year without a penalty?"
+    assert [m.entity.id for m in parts.linker.link(question)] == ["product:fixed-rate-mortgage"]
+    (out,) = answer_all(parts, AnswerQuery(question, min_score=0.0))
+    assert isinstance(out, PipelineAnswer) and out.passages.question_mentions is not None
+    assert [m.entity.id for m in out.passages.question_mentions] == ["fee:mortgage-early-repayment"]
