@@ -40,7 +40,7 @@ def _check(args: argparse.Namespace) -> int:
     print(
         f"pack {pack.name} v{pack.version}: {len(pack.documents)} documents, {len(pack.graph.entities)} entities, "
         f"{len(pack.graph.relations)} relations, {len(pack.rules.rules) if pack.rules else 0} rules, "
-        f"{len(pack.calibration.fits)} calibration fits"
+        f"{len(pack.calibration.fits)} calibration fits, {len(pack.linking_examples)} linking examples"
     )
     try:
         counts = pack.check_qa()
