@@ -20,11 +20,22 @@ os.environ["VQA_STORE_PATH"] = os.path.join(_STORE_DIR, "feedback.sqlite3")
 os.environ["VQA_MODEL_REGISTRY"] = os.path.join(_STORE_DIR, "no-registry.json")
 os.environ["VQA_CANARY_INTERVAL_MIN"] = "0"
 
+import time  # noqa: E402
+
 import pytest  # noqa: E402
+from fastapi.testclient import TestClient  # noqa: E402
 
 from app.qa.card import EvalResult, ModelCard  # noqa: E402
 
 LAYERS = ("unit", "integration", "e2e", "container")
+
+
+def wait_for_readyz(client: TestClient, timeout_s: float = 30) -> None:
+    """Until the app behind a TestClient answers /readyz with 200 (model loaded and warmed); the last body if not."""
+    deadline = time.monotonic() + timeout_s
+    while client.get("/readyz").status_code != 200:
+        assert time.monotonic() < deadline, client.get("/readyz").text
+        time.sleep(0.1)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

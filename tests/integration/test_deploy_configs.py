@@ -7,7 +7,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import yaml
@@ -16,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app.config import Settings
 from app.main import create_app
+from tests.conftest import wait_for_readyz
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -130,10 +130,7 @@ def test_kubernetes_manifests_validate_strictly(tmp_path: Path) -> None:
 def _exported_series(tiny_model_dir: Path) -> set[str]:
     """Every series name the service can export, from a live /metrics (families without samples included)."""
     with TestClient(create_app(Settings(model_path=tiny_model_dir))) as client:
-        deadline = time.monotonic() + 30
-        while client.get("/readyz").status_code != 200:
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        wait_for_readyz(client, 30)
         text = client.get("/metrics").text
     suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"], "info": ["_info"], "gauge": [""]}
     names = set()

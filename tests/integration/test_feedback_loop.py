@@ -20,6 +20,7 @@ from app.config import Settings
 from app.main import create_app
 from app.qa.card import ModelCard
 from tests.conftest import DEFAULT_MODEL_DIR as DEFAULT_MODEL_PATH
+from tests.conftest import wait_for_readyz
 from training.squad_metric import best_over_references
 
 KEY = "feedback-key-0123456789"
@@ -49,10 +50,7 @@ def client(store_path: Path) -> Iterator[TestClient]:
         canary_feedback_min_interval_s=0,
     )
     with TestClient(create_app(settings)) as client:
-        deadline = time.monotonic() + 60
-        while client.get("/readyz").status_code != 200:
-            assert time.monotonic() < deadline, client.get("/readyz").text
-            time.sleep(0.1)
+        wait_for_readyz(client, 60)
         yield client
 
 

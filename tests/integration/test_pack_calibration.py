@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from app.config import Settings
 from app.main import create_app
-from tests.conftest import PACK_DIR
+from tests.conftest import PACK_DIR, wait_for_readyz
 
 CONTEXT = "A replacement card costs £5 unless it was stolen."
 
@@ -37,10 +36,7 @@ def _pack_with_fit(tmp_path: Path, version: str, threshold: float, question_only
 
 def _threshold_applied(tiny_model_dir: Path, pack: Path) -> float:
     with TestClient(create_app(Settings(model_path=tiny_model_dir, pack=pack))) as client:
-        deadline = time.monotonic() + 30
-        while client.get("/readyz").status_code != 200:
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        wait_for_readyz(client, 30)
         r = client.post("/answer", json={"question": "How much is a new card?", "contexts": [{"text": CONTEXT}]})
         assert r.status_code == 200, r.text
         data = r.json()
@@ -61,10 +57,7 @@ def test_the_question_only_threshold_applies_to_questions_asked_without_contexts
 ) -> None:
     pack = _pack_with_fit(tmp_path, "t1", 0.0, question_only=0.999)
     with TestClient(create_app(Settings(model_path=tiny_model_dir, pack=pack))) as client:
-        deadline = time.monotonic() + 60
-        while client.get("/readyz").status_code != 200:
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        wait_for_readyz(client, 60)
         given = client.post("/answer", json={"question": "How much is a new card?", "contexts": [{"text": CONTEXT}]})
         asked = client.post("/answer", json={"question": "How much does a replacement card cost?"})
     assert given.status_code == asked.status_code == 200, (given.text, asked.text)

@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from app.config import Settings
 from app.main import create_app
 from app.qa.card import ModelCard
+from tests.conftest import wait_for_readyz
 from training.export import export_checkpoint
 from training.finetune import TrainConfig, TrainSource, train
 
@@ -89,10 +90,7 @@ def test_twenty_steps_lower_the_loss_and_the_export_serves(
     weights = export_checkpoint(out, served, rebuild_command="pytest")
     assert weights.stat().st_size < (out / "model.safetensors").stat().st_size * 0.6, "fp16 halves the weights"
     with TestClient(create_app(Settings(model_path=served))) as client:
-        deadline = time.monotonic() + 30
-        while client.get("/readyz").status_code != 200:
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        wait_for_readyz(client, 30)
         context = "The Gold account has a monthly fee of 3 euros."
         r = client.post(
             "/answer", json={"question": "What is the monthly fee?", "contexts": [{"text": context}], "min_score": 0}
