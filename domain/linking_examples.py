@@ -32,6 +32,11 @@ class _Row(BaseModel):
     source: str = Field(default="", max_length=200)
 
 
+def question_key(question: str) -> str:
+    """What makes two examples the same question: case and surrounding space do not count."""
+    return question.casefold().strip()
+
+
 def load_linking_examples(path: Path, known_entities: set[str]) -> tuple[LinkingExample, ...]:
     """Read and check the file (``PackError`` with its line on the first bad row or unknown entity id)."""
     if not path.is_file():
@@ -51,7 +56,7 @@ def load_linking_examples(path: Path, known_entities: set[str]) -> tuple[Linking
         if unknown:
             raise PackError(path, number, f"entities: unknown ids {unknown}")
         labels = frozenset(row.entities)
-        key = row.question.casefold().strip()
+        key = question_key(row.question)
         if key in first_seen:
             seen_line, seen_labels = first_seen[key]
             if seen_labels != labels:
@@ -76,10 +81,10 @@ def with_catalogue(
     which is not always the question's subject (the notice before a rate cut is a fact of the product, the question
     is about its rate). Where both have the question, the file's label is the one used.
     """
-    labelled = {e.question.casefold().strip() for e in examples}
+    labelled = {question_key(e.question) for e in examples}
     extra: list[LinkingExample] = []
     for question, entity in catalogue:
-        key = question.casefold().strip()
+        key = question_key(question)
         if key not in labelled:
             labelled.add(key)
             extra.append(LinkingExample(question, frozenset({entity})))

@@ -181,36 +181,36 @@ class QuestionLinker:
         vector = self._vector(text, query_vector)
         if vector is None:
             return list(by_alias)
+        to_examples: np.ndarray | None = None
         if self.config.examples and self._example_vectors is not None:
-            similarity = self._example_vectors @ vector
-            best = int(np.argmax(similarity))
-            if similarity[best] >= self.config.example_threshold:
-                return self._mentions_of(text, by_alias, self._examples[best].entities, float(similarity[best]))
+            to_examples = self._example_vectors @ vector
+            best = int(np.argmax(to_examples))
+            if to_examples[best] >= self.config.example_threshold:
+                return self._mentions_of(text, by_alias, self._examples[best].entities, float(to_examples[best]))
         if by_alias:
             return list(by_alias)
-        return self._closest(text, vector, document_entities)
+        return self._closest(text, vector, to_examples, document_entities)
 
     def link_aliases(self, text: str) -> list[EntityMention]:
         """Names and aliases only (typo- and inflection-tolerant), read through the relation rules."""
         mentions = self.lexical.link(text)
         return self._about(text, mentions) if mentions else []
 
-    def link_by_similarity(
-        self, text: str, query_vector: np.ndarray | None = None, document_entities: Iterable[str] | None = None
-    ) -> list[EntityMention]:
-        """The fallback alone: the most similar entity description or labelled example, if similar enough."""
-        if not self.config.embedding or not text.strip():
-            return []
-        vector = self._vector(text, query_vector)
-        return [] if vector is None else self._closest(text, vector, document_entities)
-
     def _vector(self, text: str, query_vector: np.ndarray | None) -> np.ndarray | None:
         if query_vector is not None:
             return query_vector
         return None if self.encoder is None else self.encoder.encode([text])[0]
 
-    def _closest(self, text: str, vector: np.ndarray, document_entities: Iterable[str] | None) -> list[EntityMention]:
-        """Best answer among entity descriptions and (non-empty) labelled examples, with its margin over the rest."""
+    def _closest(
+        self,
+        text: str,
+        vector: np.ndarray,
+        to_examples: np.ndarray | None,
+        document_entities: Iterable[str] | None,
+    ) -> list[EntityMention]:
+        """Best answer among entity descriptions and (non-empty) labelled examples, with its margin over the rest.
+
+        ``to_examples``: the text's cosine to every example, as :meth:`resolve` computed it (None: examples off)."""
         answers: list[frozenset[str]] = []
         scores: list[np.ndarray] = []
         names: list[np.ndarray] = []
@@ -218,9 +218,9 @@ class QuestionLinker:
             answers.extend(self._description_answers)
             scores.append(self.entity_vectors @ vector)
             names.append(self._description_names)
-        if self.config.examples and self._example_vectors is not None:
+        if to_examples is not None:
             answers.extend(self._example_answers)
-            scores.append(self._example_vectors @ vector)
+            scores.append(to_examples)
             names.append(self._example_names)
         if not answers:
             return []
