@@ -94,6 +94,7 @@ def _build_search(settings: Settings, pack: DomainPack, bm25: PassageRetriever |
     """The sentence encoder, the passage vectors (from the on-disk cache when the corpus and encoder are unchanged)
     and the question linker. Runs in a worker thread at start-up; its cost is logged."""
     started = time.perf_counter()
+    cache = VectorCache(settings.embedding_cache_dir)  # passage and linking-example vectors
     encoder: SentenceEncoder | None = None
     if settings.retrieval_dense:
         encoder_dir = settings.encoder_path or shipped_encoder_path()
@@ -110,9 +111,7 @@ def _build_search(settings: Settings, pack: DomainPack, bm25: PassageRetriever |
         if encoder is None:
             retriever = HybridRetriever(bm25, fusion=replace(fusion, method="bm25"))
         else:
-            index, entry = DenseIndex.build(
-                encoder, [f"{p.title}\n{p.text}" for p in bm25.passages], VectorCache(settings.embedding_cache_dir)
-            )
+            index, entry = DenseIndex.build(encoder, [f"{p.title}\n{p.text}" for p in bm25.passages], cache)
             log.info(
                 "passage vectors: %d %s in %.2fs (key %s)",
                 len(index),
@@ -127,7 +126,7 @@ def _build_search(settings: Settings, pack: DomainPack, bm25: PassageRetriever |
         encoder,
         relations=pack.graph.relations,
         examples=pack.linking_examples,
-        cache=VectorCache(settings.embedding_cache_dir),
+        cache=cache,
     )
     log.info("retrieval and linking ready in %.2fs (dense: %s)", time.perf_counter() - started, encoder is not None)
     return Search(retriever, linker)
